@@ -1,0 +1,37 @@
+# digits: `make help` lists the targets.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export CODECARBON_LOG_LEVEL ?= error
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint bench clean
+
+help: ## List the targets with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## Create .venv and install digits (editable, with dev tools); seconds when nothing changed
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: install ## Run the whole pipeline: dvc repro (prepare, validate, train, evaluate, register)
+	dvc repro
+
+test: install ## Run the test suite
+	pytest
+
+lint: install ## ruff lint and format check, mypy
+	ruff check .
+	ruff format --check .
+	mypy digits_cli
+
+bench: install ## Run the benchmarks under bench/ and print their figures
+	python bench/cli_startup.py
+
+clean: ## Remove generated data, models, reports and the local MLflow store
+	rm -rf data models reports mlruns mlflow.db emissions.csv

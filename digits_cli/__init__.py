@@ -1,0 +1,3 @@
+"""digits: handwritten-digit recognition from data to serving."""
+
+__version__ = "0.1.0"

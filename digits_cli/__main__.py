@@ -1,0 +1,3 @@
+from digits_cli.cli import app
+
+app(prog_name="digits")

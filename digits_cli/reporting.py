@@ -1,0 +1,37 @@
+"""Rich tables for people; commands print JSON instead when asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from digits_cli.validation import Check
+
+console = Console()
+
+
+def print_manifest(manifest: dict, processed_dir: Path) -> None:
+    """The splits written by `digits prepare`."""
+    table = Table(title=f"MNIST splits in {processed_dir} (source: {manifest['source']})")
+    table.add_column("split")
+    table.add_column("digits", justify="right")
+    table.add_column("per class", justify="left")
+    for name, entry in manifest["splits"].items():
+        table.add_row(name, f"{entry['count']:,}", " ".join(str(c) for c in entry["class_counts"]))
+    console.print(table)
+
+
+def print_checks(checks: list[Check]) -> None:
+    """The validation checks with their verdicts."""
+    table = Table(title="Data validation")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail")
+    for check in checks:
+        verdict = "[green]pass[/green]" if check.passed else "[bold red]FAIL[/bold red]"
+        table.add_row(check.name, verdict, check.detail)
+    console.print(table)
