@@ -1,4 +1,4 @@
-"""Shared fixtures: a small real MNIST sample, prepared splits from it, one MLflow store per session."""
+"""Shared fixtures: a small real MNIST sample, splits made from it, one MLflow store per session."""
 
 from __future__ import annotations
 

@@ -1,0 +1,123 @@
+"""Registering an evaluated model in the MLflow registry and gating the `champion` alias."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from digits_cli.config import Settings
+from digits_cli.errors import DigitsError
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `digits register` did."""
+
+    name: str
+    version: str
+    run_id: str
+    test_accuracy: float
+    promoted: bool
+    champion_version: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _champion_accuracy(client: Any, name: str) -> tuple[str, float] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return str(champion.version), float(champion.tags.get("test_accuracy", "nan"))
+
+
+def register_model(settings: Settings, model_path: Path, force: bool = False) -> Registration:
+    """Register the run that produced ``model_path`` and alias it `candidate`.
+
+    It also becomes `champion` with test accuracy >= ``registry.min_accuracy`` and not below the
+    current champion's.
+    Registering the same run again reuses its version.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from digits_cli.model import load_checkpoint
+    from digits_cli.tracking import configure_tracking, git_commit
+
+    _, meta = load_checkpoint(model_path)
+    run_id = meta.get("mlflow_run_id")
+    if not run_id:
+        raise DigitsError(f"{model_path}: no MLflow run recorded; train it with tracking on")
+    configure_tracking(settings.tracking)
+    client = mlflow.MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise DigitsError(f"MLflow run {run_id} not found in {mlflow.get_tracking_uri()}") from exc
+    accuracy = run.data.metrics.get("test_accuracy")
+    if accuracy is None:
+        raise DigitsError(f"run {run_id} has no test_accuracy; run `digits evaluate` first")
+
+    name = settings.registry.model_name
+    existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if existing:
+        version = str(existing[0].version)
+    else:
+        version = str(mlflow.register_model(f"runs:/{run_id}/model", name).version)
+    tags = {
+        "test_accuracy": f"{accuracy:.6f}",
+        "data_manifest_sha256": str(meta.get("data_manifest_sha256", "")),
+        "git_commit": git_commit() or "",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+
+    champion = _champion_accuracy(client, name)
+    promoted, reason = _gate(accuracy, settings.registry.min_accuracy, champion, version, force)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return Registration(
+        name=name,
+        version=version,
+        run_id=run_id,
+        test_accuracy=accuracy,
+        promoted=promoted,
+        champion_version=version if promoted else (champion[0] if champion else None),
+        reason=reason,
+    )
+
+
+def _gate(
+    accuracy: float,
+    min_accuracy: float,
+    champion: tuple[str, float] | None,
+    version: str,
+    force: bool,
+) -> tuple[bool, str]:
+    if force:
+        return True, "forced with --force"
+    if accuracy < min_accuracy:
+        return False, f"test accuracy {accuracy:.4f} is below registry.min_accuracy {min_accuracy}"
+    if champion is None:
+        return True, "first champion"
+    champion_version, champion_accuracy = champion
+    if champion_version == version:
+        return True, "already champion"
+    if accuracy < champion_accuracy:
+        return False, (
+            f"test accuracy {accuracy:.4f} is below champion v{champion_version}'s "
+            f"{champion_accuracy:.4f}"
+        )
+    return (
+        True,
+        f"test accuracy {accuracy:.4f} >= champion v{champion_version}'s {champion_accuracy:.4f}",
+    )
