@@ -1,4 +1,6 @@
-"""One settings object for every command: defaults < params.yaml < DIGITS_<SECTION>__<KEY> env < CLI.
+"""One settings object for every command.
+
+Precedence: defaults < params.yaml < DIGITS_<SECTION>__<KEY> environment < CLI options.
 
 Each section mirrors a top-level key of ``params.yaml``; DVC stages declare the sections they read.
 """
@@ -18,6 +20,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -82,6 +85,7 @@ class EvaluateSettings(Section):
     batch_size: int = Field(1000, gt=0)
     tta: bool = False
     calibration_bins: int = Field(15, gt=0)
+    worst_errors: int = Field(25, gt=0, description="mistakes shown in the misclassified grid")
 
 
 class RegistrySettings(Section):
@@ -93,7 +97,14 @@ class RegistrySettings(Section):
 class SegmentSettings(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)
     max_pixels: int = Field(40_000_000, gt=0)
-    min_digit_height: int = Field(8, gt=0)
+    min_digit_height: int = Field(8, gt=0, description="smallest digit found, in pixels")
+    min_contrast: float = Field(
+        0.08, gt=0, le=1, description="weakest ink, as colour distance from the paper (0-1)"
+    )
+    max_side: int = Field(2000, ge=64, description="larger pictures are searched shrunk to this")
+    number_gap: float = Field(
+        0.6, gt=0, description="a wider gap, in digit heights, starts a new number"
+    )
 
 
 class ServeSettings(Section):
@@ -120,7 +131,8 @@ class EmissionsSettings(Section):
     output_file: Path = Path("emissions.csv")
 
 
-# The `validate` section shadows pydantic's deprecated BaseModel.validate; the name mirrors params.yaml.
+# The `validate` section shadows pydantic's deprecated BaseModel.validate;
+# the name mirrors params.yaml.
 warnings.filterwarnings("ignore", message='Field name "validate"', category=UserWarning)
 
 
@@ -206,6 +218,8 @@ def load_settings(
         return Settings(**{s: v for s, v in init.items() if v})
     except ValidationError as exc:
         raise DigitsError(f"invalid settings: {describe_validation_error(exc)}") from exc
+    except SettingsError as exc:  # e.g. an environment value that is not valid JSON for a list
+        raise DigitsError(f"invalid settings: {exc}") from exc
     finally:
         _params_file.reset(token)
 

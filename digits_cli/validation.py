@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from digits_cli.config import ValidateSettings
-from digits_cli.data import Split, split_digest
+from digits_cli.data import Split, class_counts, split_digest
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,9 @@ class Check:
     detail: str
 
 
-def _per_split(splits: dict[str, Split], test: Callable[[str, Split], str | None]) -> tuple[bool, str]:
+def _per_split(
+    splits: dict[str, Split], test: Callable[[str, Split], str | None]
+) -> tuple[bool, str]:
     problems = [f"{name}: {msg}" for name, split in splits.items() if (msg := test(name, split))]
     return not problems, "; ".join(problems) or "ok in " + ", ".join(splits)
 
@@ -43,7 +45,11 @@ def check_shapes(splits: dict[str, Split]) -> Check:
 def check_labels(splits: dict[str, Split]) -> Check:
     def test(_: str, s: Split) -> str | None:
         bad = (s.labels < 0) | (s.labels > 9)
-        return f"{int(bad.sum())} labels outside 0..9 (e.g. {s.labels[bad][:3].tolist()})" if bad.any() else None
+        return (
+            f"{int(bad.sum())} labels outside 0..9 (e.g. {s.labels[bad][:3].tolist()})"
+            if bad.any()
+            else None
+        )
 
     return Check("labels_in_range", *_per_split(splits, test))
 
@@ -67,8 +73,7 @@ def check_manifest(splits: dict[str, Split], manifest: dict) -> Check:
             return "missing from manifest"
         if entry.get("count") != len(s.labels):
             return f"{len(s.labels)} digits, manifest says {entry.get('count')}"
-        counts = np.bincount(s.labels.clip(0, 9), minlength=10).tolist()
-        if entry.get("class_counts") != counts:
+        if entry.get("class_counts") != class_counts(s.labels):
             return "class counts differ from manifest"
         if entry.get("sha256") != split_digest(s):
             return "content hash differs from manifest"
@@ -97,7 +102,11 @@ def check_constant_images(splits: dict[str, Split]) -> Check:
     def test(_: str, s: Split) -> str | None:
         flat = s.images.reshape(len(s.images), -1)
         constant = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
-        return f"{len(constant)} empty or constant images (e.g. #{constant[:3].tolist()})" if len(constant) else None
+        return (
+            f"{len(constant)} empty or constant images (e.g. #{constant[:3].tolist()})"
+            if len(constant)
+            else None
+        )
 
     return Check("no_constant_images", *_per_split(splits, test))
 
@@ -169,8 +178,13 @@ def validate_data(splits: dict[str, Split], manifest: dict, cfg: ValidateSetting
         return [shapes] + [
             Check(name, False, "not run: shapes_and_dtypes failed")
             for name in (
-                "labels_in_range", "pixel_range", "counts_match_manifest", "class_balance",
-                "no_constant_images", "duplicates_within_splits", "cross_split_duplicates",
+                "labels_in_range",
+                "pixel_range",
+                "counts_match_manifest",
+                "class_balance",
+                "no_constant_images",
+                "duplicates_within_splits",
+                "cross_split_duplicates",
                 "train_test_drift",
             )
         ]
@@ -190,4 +204,3 @@ def validate_data(splits: dict[str, Split], manifest: dict, cfg: ValidateSetting
 def validation_report(checks: list[Check]) -> dict:
     """The JSON report: overall verdict and every check."""
     return {"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]}
-
