@@ -1,0 +1,855 @@
+"""`digits serve`: the Starlette service that reads digits in uploaded pictures.
+
+Design, in the order a request meets it:
+
+- The model is loaded once, in the background, by the app's lifespan: ``/health`` (liveness)
+  answers at once, ``/ready`` answers 503 until the model is loaded and again while shutting down.
+  A model that fails to load ends the server (the CLI prints one error line).
+- The body is read through a cap (``serve.max_body_bytes``): a too large Content-Length is refused
+  before one byte is read, a chunked body as soon as it passes the cap (413). Multipart forms are
+  parsed from that capped body, never from the socket.
+- The CPU work (decode, find, classify, encode) runs in worker threads behind a gate:
+  ``serve.max_concurrency`` jobs at once and ``serve.max_queue`` waiting; past that the answer is
+  503 with Retry-After, so latency stays bounded instead of growing with the backlog. Each request
+  has ``serve.timeout`` seconds in all (504).
+- Every error is JSON ``{"error": "..."}`` with its status; no stack trace reaches a client.
+- Metrics live in an app-owned registry (many apps can coexist in one process, as in tests); with
+  ``--workers N`` prometheus_client's multiprocess mode sums them across worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digits_cli.config import Settings, load_settings
+from digits_cli.errors import DigitsError
+from digits_cli.images import ImageTooLarge
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from digits_cli.finder import Reading
+    from digits_cli.inference import LoadedModel
+
+log = logging.getLogger("uvicorn.error")  # configured by uvicorn: lines appear beside its own
+
+STATIC_DIR = Path(__file__).parent / "static"
+SETTINGS_ENV = "DIGITS_SERVE_WORKER_SETTINGS"  # resolved settings (JSON) handed to workers
+LOAD_ERROR_ENV = "DIGITS_SERVE_LOAD_ERROR_FILE"  # where a worker leaves why its model failed
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED_ROUTE = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+RETRY_AFTER_SECONDS = "1"
+# The page may only talk to this server: no CDN, no external request can slip in.
+PAGE_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+ModelLoader = Callable[[], "LoadedModel"]
+PictureJob = Callable[[bytes, str, float], Response]  # (data, name, deadline) -> the answer
+LoadErrorHook = Callable[[str], None]
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+class Metrics:
+    """The service's Prometheus metrics; their names are a contract with the Grafana dashboard."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        http = ("route", "method", "status")
+        self.requests = Counter(
+            "digits_http_requests", "HTTP requests answered.", http, registry=registry
+        )
+        self.duration = Histogram(
+            "digits_http_request_duration_seconds",
+            "Time from request start to the last byte of the answer.",
+            http,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "digits_http_requests_in_flight",
+            "HTTP requests being handled.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        size_buckets = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+        self.request_size = Histogram(
+            "digits_http_request_size_bytes",
+            "Request body bytes read.",
+            ("route",),
+            buckets=size_buckets,
+            registry=registry,
+        )
+        self.response_size = Histogram(
+            "digits_http_response_size_bytes",
+            "Response body bytes sent.",
+            ("route",),
+            buckets=size_buckets,
+            registry=registry,
+        )
+        self.inference = Histogram(
+            "digits_model_inference_seconds",
+            "Time of one classification call (all digits of a picture).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=registry,
+        )
+        self.digits_per_picture = Histogram(
+            "digits_digits_per_picture",
+            "Digits found in one picture.",
+            buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89),
+            registry=registry,
+        )
+        self.confidence = Histogram(
+            "digits_prediction_confidence",
+            "Probability of the predicted label of each digit.",
+            buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0),
+            registry=registry,
+        )
+        self.labels = Counter(
+            "digits_predicted_label", "Digits predicted, by label.", ("label",), registry=registry
+        )
+        self.model_info = Gauge(
+            "digits_model_info",
+            "The served model (value 1).",
+            ("name", "version"),
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def observe_reading(self, reading: Reading) -> None:
+        self.digits_per_picture.observe(len(reading.digits))
+        for digit in reading.digits:
+            self.confidence.observe(digit.confidence)
+            self.labels.labels(label=str(digit.label)).inc()
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The template of the route a request matches (405s too), else one fixed label."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return str(getattr(route, "path", UNMATCHED_ROUTE))
+    return UNMATCHED_ROUTE
+
+
+class MetricsMiddleware:
+    """Counts, times and sizes every HTTP request (pure ASGI: no buffering of the bodies)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = route_template(self.routes, scope)
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+        status = 500  # what the client gets if the app raises before answering
+        received = sent = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        start = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            self.metrics.in_flight.dec()
+            labels = {"route": route, "method": method, "status": str(status)}
+            self.metrics.requests.labels(**labels).inc()
+            self.metrics.duration.labels(**labels).observe(time.perf_counter() - start)
+            self.metrics.request_size.labels(route=route).observe(received)
+            self.metrics.response_size.labels(route=route).observe(sent)
+
+
+# --- admission of CPU work -------------------------------------------------------------------
+
+
+class ServerBusy(Exception):
+    """The work queue is full."""
+
+
+class Gate:
+    """At most ``slots`` jobs run in threads and ``queue`` more wait; beyond that, ServerBusy.
+
+    A job counts until its thread returns, even when its request has timed out, so abandoned work
+    can never pile up beyond the bound.
+    """
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self.limiter = anyio.CapacityLimiter(slots)
+        self.capacity = slots + queue
+        self.admitted = 0
+
+    @property
+    def full(self) -> bool:
+        return self.admitted >= self.capacity
+
+    async def run(self, job: Callable[[], Any]) -> Any:
+        if self.full:
+            raise ServerBusy
+        self.admitted += 1
+        try:
+            # Not abandoned on cancellation: a timed-out request waits for its thread, keeping
+            # the number of busy threads within the limiter.
+            return await anyio.to_thread.run_sync(job, limiter=self.limiter)
+        finally:
+            self.admitted -= 1
+
+
+class Expired(Exception):
+    """The request's deadline passed during its CPU work."""
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ServiceState:
+    """What the endpoints share: the model once loaded, the gate, the metrics."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: CollectorRegistry
+    gate: Gate
+    model: LoadedModel | None = None
+    load_error: str | None = None
+    stopping: bool = False
+
+    def read_picture(
+        self, data: bytes, name: str, deadline: float
+    ) -> tuple[LoadedModel, np.ndarray, Reading]:
+        """Decode and read a picture (in a worker thread) timing each classification; the model
+        used, the decoded picture and the reading."""
+        from digits_cli.inference import DigitReader
+
+        model = self.model
+        assert model is not None, "the endpoints refuse pictures until the model is loaded"
+        classify = model.classify
+
+        def timed_classify(crops: np.ndarray) -> np.ndarray:
+            start = time.perf_counter()
+            probabilities = classify(crops)
+            self.metrics.inference.observe(time.perf_counter() - start)
+            if time.monotonic() > deadline:
+                raise Expired
+            return probabilities
+
+        reader = DigitReader(
+            dataclasses.replace(model, classify=timed_classify), self.settings.segment
+        )
+        picture, reading = reader.read_bytes(data, name)
+        self.metrics.observe_reading(reading)
+        return model, picture, reading
+
+
+def reading_payload(model: LoadedModel, reading: Reading, key: str) -> dict[str, Any]:
+    """The JSON answer: model, picture size, text, digits, and the ``"x,y"``-keyed ``key`` map.
+
+    ``key`` is ``predictions`` (label per digit) or ``probabilities`` (10 floats per digit); x,y is
+    the top-left corner of the digit's box, the reference project's contract.
+    """
+    payload: dict[str, Any] = {"model": model.describe(), **reading.to_dict()}
+    field = "label" if key == "predictions" else "probabilities"
+    payload[key] = {f"{d['box'][0]},{d['box'][1]}": d[field] for d in payload["digits"]}
+    return payload
+
+
+def annotated_picture(picture: np.ndarray, reading: Reading, fmt: str) -> bytes:
+    """The picture with a box and label drawn for every digit, encoded as ``fmt``."""
+    from digits_cli.drawing import annotate_image
+    from digits_cli.images import encode_image
+
+    return encode_image(annotate_image(picture, reading), fmt)
+
+
+def preferred_picture_type(accept: str) -> str:
+    """``image/jpeg`` when the Accept header prefers it to PNG, else ``image/png``."""
+    quality = {"image/png": 0.0, "image/jpeg": 0.0}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        media = "image/jpeg" if media.lower() == "image/jpg" else media.lower()
+        if media in quality:
+            q = 1.0
+            for param in params:
+                name, _, value = param.partition("=")
+                if name.strip() == "q":
+                    with contextlib.suppress(ValueError):
+                        q = float(value)
+            quality[media] = q
+    return "image/jpeg" if quality["image/jpeg"] > quality["image/png"] else "image/png"
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"request body too large (limit {limit:,} bytes)")
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) from its Content-Length or as soon as it passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPException(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def is_picture_type(media_type: str) -> bool:
+    # Browsers and curl label files they cannot identify as octet-stream (or nothing).
+    return media_type in ("", "application/octet-stream") or media_type.startswith("image/")
+
+
+async def uploaded_picture(request: Request, limit: int) -> tuple[bytes, str]:
+    """The picture bytes and a name for messages: multipart field ``file`` or a raw image body."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type.startswith("image/"):
+        return await read_capped_body(request, limit), "upload"
+    if media_type != "multipart/form-data":
+        raise HTTPException(
+            415,
+            f"unsupported Content-Type {media_type or '(none)'!r}: send multipart/form-data with "
+            "a `file` field, or the picture's bytes with an image/* Content-Type",
+        )
+    body = await read_capped_body(request, limit)
+
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, replay(), max_files=1, max_fields=10).parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"malformed multipart form: {exc.message}") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, "the multipart form has no `file` field holding a picture")
+        part_type = (upload.content_type or "").split(";")[0].strip().lower()
+        if not is_picture_type(part_type):
+            raise HTTPException(415, f"the uploaded file is {part_type!r}, not a picture")
+        return await upload.read(), upload.filename or "upload"
+    finally:
+        await form.close()
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def busy_response() -> Response:
+    return error_response(
+        503,
+        "server busy: the work queue is full, retry shortly",
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def create_app(
+    settings: Settings,
+    model: LoadedModel | None = None,
+    model_loader: ModelLoader | None = None,
+    on_load_error: LoadErrorHook | None = None,
+) -> Starlette:
+    """Build the service.
+
+    ``model`` serves an already loaded model; otherwise the lifespan loads one with
+    ``model_loader`` (default: ``serve.model``, or the registry's champion) in the background.
+    ``on_load_error`` is told why loading failed (``digits serve`` stops the server then).
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    serve = settings.serve
+    state = ServiceState(
+        settings, Metrics(registry), registry, Gate(serve.max_concurrency, serve.max_queue), model
+    )
+    if model is not None:
+        state.metrics.model_info.labels(name=model.name, version=model.version).set(1)
+
+    def default_loader() -> LoadedModel:
+        from digits_cli.inference import load_model
+
+        return load_model(serve.model, settings)
+
+    async def load_model_in_background() -> None:
+        try:
+            loaded = await anyio.to_thread.run_sync(
+                model_loader or default_loader, abandon_on_cancel=True
+            )
+        except DigitsError as exc:
+            state.load_error = str(exc)
+        except Exception as exc:  # a bug or a broken file: keep the details in the server log
+            log.exception("loading the model failed")
+            state.load_error = f"loading the model failed ({exc.__class__.__name__}: {exc})"
+        else:
+            state.model = loaded
+            state.metrics.model_info.labels(name=loaded.name, version=loaded.version).set(1)
+            log.info("model %s version %s loaded from %s", loaded.name, loaded.version, loaded.uri)
+            return
+        log.error("digits: error: %s", state.load_error)
+        if on_load_error is not None:
+            on_load_error(state.load_error)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.stopping = False
+        async with anyio.create_task_group() as tasks:
+            if state.model is None:
+                tasks.start_soon(load_model_in_background)
+            yield
+            state.stopping = True  # /ready answers 503 so balancers drain this instance
+            tasks.cancel_scope.cancel()
+
+    def unavailable() -> Response | None:
+        """503 while the model is not (yet) usable."""
+        if state.model is None:
+            reason = state.load_error or "the model is still loading"
+            return error_response(503, reason, {"Retry-After": RETRY_AFTER_SECONDS})
+        if state.stopping:
+            return error_response(503, "the server is shutting down")
+        return None
+
+    async def handle_picture(request: Request, job: PictureJob) -> Response:
+        """Read the upload and run ``job(data, name, deadline)`` in a thread through the gate."""
+        if (refusal := unavailable()) is not None:
+            return refusal
+        if state.gate.full:  # refuse before reading the body
+            return busy_response()
+        deadline = time.monotonic() + serve.timeout
+        try:
+            with anyio.fail_after(serve.timeout):
+                data, name = await uploaded_picture(request, serve.max_body_bytes)
+                response: Response = await state.gate.run(lambda: job(data, name, deadline))
+                return response
+        except ServerBusy:
+            return busy_response()
+        except (TimeoutError, Expired):
+            return error_response(504, f"the request took longer than {serve.timeout:g} s")
+        except ImageTooLarge as exc:
+            return error_response(413, str(exc))
+        except DigitsError as exc:  # UnreadableImage: empty, corrupt or unsupported bytes
+            return error_response(400, str(exc))
+
+    def reading_job(key: str) -> PictureJob:
+        """A job answering the reading as JSON with the ``key`` map (see reading_payload)."""
+
+        def job(data: bytes, name: str, deadline: float) -> Response:
+            model, _, reading = state.read_picture(data, name, deadline)
+            return JSONResponse(reading_payload(model, reading, key))
+
+        return job
+
+    async def predictions(request: Request) -> Response:
+        """Read every digit of a picture: labels keyed by the top-left corner of their box."""
+        return await handle_picture(request, reading_job("predictions"))
+
+    async def probabilities(request: Request) -> Response:
+        """Read every digit of a picture: the 10 class probabilities of each."""
+        return await handle_picture(request, reading_job("probabilities"))
+
+    async def annotations(request: Request) -> Response:
+        """The picture with a box and label drawn around every digit (PNG, or JPEG if asked)."""
+        media_type = preferred_picture_type(request.headers.get("accept", ""))
+        fmt = "jpeg" if media_type == "image/jpeg" else "png"
+
+        def annotate_job(data: bytes, name: str, deadline: float) -> Response:
+            _, picture, reading = state.read_picture(data, name, deadline)
+            if time.monotonic() > deadline:
+                raise Expired
+            return Response(annotated_picture(picture, reading, fmt), media_type=media_type)
+
+        return await handle_picture(request, annotate_job)
+
+    async def health(request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        """Readiness: 200 once the model is loaded, 503 before and while shutting down."""
+        if (refusal := unavailable()) is not None:
+            return refusal
+        assert state.model is not None
+        return JSONResponse({"status": "ready", "model": state.model.describe()})
+
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition of the service's metrics."""
+        if os.environ.get(MULTIPROC_ENV):
+            # One registry per scrape, as prometheus_client's multiprocess mode requires.
+            scrape = CollectorRegistry()
+            MultiProcessCollector(scrape)
+            return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def index(request: Request) -> Response:
+        return FileResponse(
+            STATIC_DIR / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": PAGE_SECURITY_POLICY},
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error_response(500, "internal server error")
+
+    routes: list[BaseRoute] = [
+        Route("/", index, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        Route("/predictions", predictions, methods=["POST"]),
+        Route("/probabilities", probabilities, methods=["POST"]),
+        Route("/annotations", annotations, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    middleware = [Middleware(MetricsMiddleware, metrics=state.metrics, routes=routes)]
+    if serve.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=serve.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Content-Type", "Accept"],
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    return app
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+
+
+def openapi_document() -> dict[str, Any]:
+    """A hand-written OpenAPI 3.1 description of the endpoints."""
+    error = {"$ref": "#/components/responses/Error"}
+    upload = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    picture_errors = {
+        "400": error,
+        "413": error,
+        "415": error,
+        "503": {"$ref": "#/components/responses/Unavailable"},
+        "504": error,
+    }
+
+    def reading_operation(summary: str, schema: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "requestBody": upload,
+                "responses": {
+                    "200": {
+                        "description": "The reading.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{schema}"}
+                            }
+                        },
+                    },
+                    **picture_errors,
+                },
+            }
+        }
+
+    def simple_get(summary: str, content_type: str, codes: tuple[str, ...] = ("200",)) -> dict:
+        responses: dict[str, Any] = {
+            "200": {"description": "OK", "content": {content_type: {"schema": {}}}}
+        }
+        for code in codes[1:]:
+            responses[code] = {"$ref": "#/components/responses/Unavailable"}
+        return {"get": {"summary": summary, "responses": responses}}
+
+    digit = {
+        "type": "object",
+        "properties": {
+            "label": {"type": "integer", "minimum": 0, "maximum": 9},
+            "confidence": {"type": "number"},
+            "box": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 4,
+                "maxItems": 4,
+                "description": "x, y, width, height in pixels",
+            },
+            "probabilities": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 10,
+                "maxItems": 10,
+            },
+        },
+    }
+    reading = {
+        "type": "object",
+        "required": ["model", "width", "height", "text", "digits"],
+        "properties": {
+            "model": {
+                "type": "object",
+                "properties": {k: {"type": "string"} for k in ("name", "version", "uri")},
+            },
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "text": {"type": "string", "description": "the digits read, in reading order"},
+            "digits": {"type": "array", "items": {"$ref": "#/components/schemas/Digit"}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "digits",
+            "version": "1",
+            "description": "Reads every handwritten digit in a picture.",
+        },
+        "paths": {
+            "/predictions": reading_operation(
+                "Read every digit: label per box corner", "Predictions"
+            ),
+            "/probabilities": reading_operation(
+                "Read every digit: 10 probabilities per box corner", "Probabilities"
+            ),
+            "/annotations": {
+                "post": {
+                    "summary": "The picture with every digit boxed and labelled",
+                    "requestBody": upload,
+                    "responses": {
+                        "200": {
+                            "description": "PNG, or JPEG when the Accept header prefers it.",
+                            "content": {
+                                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                            },
+                        },
+                        **picture_errors,
+                    },
+                }
+            },
+            "/health": simple_get("Liveness", "application/json"),
+            "/ready": simple_get(
+                "Readiness: 200 once the model is loaded", "application/json", ("200", "503")
+            ),
+            "/metrics": simple_get("Prometheus metrics", "text/plain"),
+            "/": simple_get("The web page", "text/html"),
+        },
+        "components": {
+            "schemas": {
+                "Digit": digit,
+                "Predictions": {
+                    "allOf": [
+                        reading,
+                        {
+                            "properties": {
+                                "predictions": {
+                                    "type": "object",
+                                    "description": '"x,y" of a box -> its label',
+                                    "additionalProperties": {"type": "integer"},
+                                }
+                            }
+                        },
+                    ]
+                },
+                "Probabilities": {
+                    "allOf": [
+                        reading,
+                        {
+                            "properties": {
+                                "probabilities": {
+                                    "type": "object",
+                                    "description": '"x,y" of a box -> its 10 probabilities',
+                                    "additionalProperties": {
+                                        "type": "array",
+                                        "items": {"type": "number"},
+                                    },
+                                }
+                            }
+                        },
+                    ]
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+            },
+            "responses": {
+                "Error": {
+                    "description": "The request cannot be served (see the message).",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+                "Unavailable": {
+                    "description": "Model not loaded yet, or the work queue is full: retry after "
+                    "the Retry-After header's seconds.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        },
+    }
+
+
+# --- running it ------------------------------------------------------------------------------
+
+
+def configure_process() -> None:
+    """Process-wide settings for serving: one CPU thread per request, no ``_created`` series.
+
+    Each picture is a small batch (a few 28x28 crops): splitting its operators across threads
+    gains little, and with ``serve.max_concurrency`` requests already running in parallel more
+    threads would only oversubscribe the cores. Concurrency comes from requests, not operators.
+    """
+    import cv2
+    import torch
+    from prometheus_client import disable_created_metrics
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    disable_created_metrics()  # a timestamp series per labelled child doubles every scrape
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn workers: the settings `digits serve` resolved, from the environment."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    configure_process()
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = load_settings(overrides=json.loads(raw)) if raw else load_settings()
+
+    def stop_worker(message: str) -> None:
+        # Exit status STARTUP_FAILURE makes uvicorn's supervisor stop instead of respawning.
+        error_file = os.environ.get(LOAD_ERROR_ENV)
+        if error_file:
+            Path(error_file).write_text(message)
+        logging.shutdown()
+        os._exit(STARTUP_FAILURE)
+
+    return create_app(settings, on_load_error=stop_worker)
+
+
+def run_server(settings: Settings) -> None:
+    """Run uvicorn until interrupted; a model that fails to load raises DigitsError."""
+    import uvicorn
+
+    serve = settings.serve
+    options: dict[str, Any] = {
+        "host": serve.host,
+        "port": serve.port,
+        "server_header": False,
+        "timeout_graceful_shutdown": math.ceil(serve.timeout) + 1,
+    }
+    if serve.workers == 1:
+        configure_process()
+        failures: list[str] = []
+
+        def stop(message: str) -> None:
+            failures.append(message)
+            server.should_exit = True
+
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_error=stop), **options))
+        # uvicorn re-raises the Ctrl-C it shut down gracefully on: stopping is not an error here.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if failures:
+            raise DigitsError(failures[0])
+        return
+    run_dir = Path(tempfile.mkdtemp(prefix="digits-serve-"))
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir()
+    error_file = run_dir / "load-error.txt"
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    os.environ[LOAD_ERROR_ENV] = str(error_file)
+    os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.run(
+                "digits_cli.server:app_from_env", factory=True, workers=serve.workers, **options
+            )
+        if error_file.exists():
+            raise DigitsError(error_file.read_text())
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
