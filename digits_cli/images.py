@@ -1,0 +1,148 @@
+"""Decoding pictures safely into RGB arrays, and encoding them back.
+
+Pictures come from users and the network, so decoding refuses oversized pictures from the header
+alone (before any pixel is decompressed) and turns every decoder failure into one clear error.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from digits_cli.errors import DigitsError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PilImage
+
+# Only these decoders ever run: other PIL plugins (EPS calls Ghostscript, for one) widen the attack
+# surface for pictures nobody needs to read here.
+INPUT_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+OUTPUT_FORMATS = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "bmp": "BMP",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+    "webp": "WEBP",
+}
+
+
+class ImageTooLarge(DigitsError):
+    """The picture has more pixels than allowed (``segment.max_pixels``)."""
+
+
+class UnreadableImage(DigitsError):
+    """The bytes are not a picture that can be decoded: empty, truncated, corrupt or unsupported."""
+
+
+class UnsupportedImageFormat(UnreadableImage):
+    """The bytes are not in one of the supported formats (PNG, JPEG, BMP, TIFF, WebP)."""
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Decode picture bytes into an RGB uint8 array (H, W, 3), upright as EXIF orientation says.
+
+    Transparent pixels are composited on white, 16-bit pictures scaled to 8 bits. Pictures with
+    more than ``max_pixels`` pixels are refused from the header before their pixels are decoded.
+    """
+    from PIL import Image
+
+    if not data:
+        raise UnreadableImage(f"{name}: empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # Our own limit replaces PIL's decompression-bomb warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            picture = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(
+                f"{name}: picture too large (over {max_pixels:,} pixels allowed)"
+            ) from exc
+        except Image.UnidentifiedImageError as exc:
+            raise UnsupportedImageFormat(
+                f"{name}: not a PNG, JPEG, BMP, TIFF or WebP picture"
+            ) from exc
+        except Exception as exc:  # decoders raise many types on malformed headers
+            raise UnreadableImage(f"{name}: corrupt picture header ({_reason(exc)})") from exc
+        width, height = picture.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"{name}: picture too large ({width}x{height} = {width * height:,} pixels, "
+                f"limit {max_pixels:,})"
+            )
+        if width == 0 or height == 0:
+            raise UnreadableImage(f"{name}: picture has no pixels ({width}x{height})")
+        try:
+            picture.load()
+            return _to_rgb(picture)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(f"{name}: picture too large (over {max_pixels:,} pixels)") from exc
+        except Exception as exc:  # truncated or corrupt pixel data surfaces in many types
+            raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
+
+
+def read_image_file(path: Path, max_pixels: int) -> np.ndarray:
+    """Read and decode a picture file; see :func:`decode_image`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UnreadableImage(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return decode_image(data, str(path), max_pixels)
+
+
+def output_format(fmt: str) -> str:
+    """The PIL format for ``fmt``, a format or extension such as ``png`` or ``.jpg``."""
+    key = fmt.lower().lstrip(".")
+    if key not in OUTPUT_FORMATS:
+        raise DigitsError(
+            f"cannot write pictures as {fmt!r}; use one of {', '.join(sorted(OUTPUT_FORMATS))}"
+        )
+    return OUTPUT_FORMATS[key]
+
+
+def encode_image(rgb: np.ndarray, fmt: str) -> bytes:
+    """Encode an RGB uint8 array as ``fmt``, a format or extension such as ``png`` or ``.jpg``."""
+    from PIL import Image
+
+    pil_format = output_format(fmt)
+    buffer = io.BytesIO()
+    options = {"quality": 92} if pil_format in ("JPEG", "WEBP") else {}
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(
+        buffer, pil_format, **options
+    )
+    return buffer.getvalue()
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def _to_rgb(picture: PilImage) -> np.ndarray:
+    """Convert a loaded PIL picture of any mode into RGB uint8, upright and flattened on white."""
+    from PIL import Image, ImageOps
+
+    picture = ImageOps.exif_transpose(picture)
+    mode = picture.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # PIL's convert("L") clips 16-bit and float values instead of scaling them.
+        grey = np.asarray(picture, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+        if mode == "F" and grey.max(initial=0) <= 1.0:
+            top = 1.0
+        grey = np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode in ("P", "L", "RGB", "1") and "transparency" in picture.info
+    )
+    if has_alpha:
+        rgba = picture.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        picture = Image.alpha_composite(white, rgba)
+    return np.asarray(picture.convert("RGB"), dtype=np.uint8)

@@ -1,0 +1,349 @@
+"""The digit finder: robust on any array, where digits are found, MNIST crops, reading order."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from digits_cli.config import SegmentSettings
+from digits_cli.data import Split
+from digits_cli.finder import Digit, Reading, arrange, find_digits, read_digits
+
+CFG = SegmentSettings()
+PAPER = (235, 232, 220)
+INK = (30, 30, 40)
+PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def page(width: int, height: int, colour: tuple[int, int, int] = PAPER) -> np.ndarray:
+    return np.full((height, width, 3), colour, np.uint8)
+
+
+def write(
+    picture: np.ndarray,
+    text: str,
+    left: int,
+    baseline: int,
+    height: int,
+    colour: tuple[int, int, int] = INK,
+) -> None:
+    """Draw ``text`` with digits ``height`` pixels tall, in a pen width proportional to it."""
+    scale = height / 22  # Hershey simplex digits are 22 units tall at scale 1
+    cv2.putText(
+        picture, text, (left, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+        max(1, round(height / 9)), cv2.LINE_AA,
+    )  # fmt: skip
+
+
+def projection_classifier(crops: np.ndarray) -> np.ndarray:
+    """A fixed random linear classifier: deterministic, depends only on the crop."""
+    weights = np.random.default_rng(7).normal(size=(28 * 28, 10))
+    logits = crops.reshape(len(crops), -1).astype(np.float64) @ weights
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def template_classifier() -> callable:
+    """Nearest-template classifier over this finder's own crops of each printed digit."""
+    templates = []
+    for digit in "0123456789":
+        picture = page(80, 80)
+        write(picture, digit, 25, 60, 40)
+        (candidate,) = find_digits(picture, CFG)
+        templates.append(candidate.crop)
+    stack = np.stack(templates)
+
+    def classify(crops: np.ndarray) -> np.ndarray:
+        distances = ((crops[:, None] - stack[None]) ** 2).sum(axis=(2, 3))
+        probabilities = np.full((len(crops), 10), 0.01)
+        probabilities[np.arange(len(crops)), distances.argmin(axis=1)] = 0.91
+        return probabilities
+
+    return classify
+
+
+def inside(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    x, y, w, h = box
+    return x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= shape[1] and y + h <= shape[0]
+
+
+# --- never raises -------------------------------------------------------------------------------
+
+DTYPES = st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_])
+
+
+@st.composite
+def any_array(draw: st.DrawFn) -> np.ndarray:
+    dtype = np.dtype(draw(DTYPES))
+    height, width = draw(st.integers(0, 48)), draw(st.integers(0, 48))
+    channels = draw(st.sampled_from([(), (1,), (2,), (3,), (4,), (5,)]))
+    shape = (height, width, *channels)
+    elements = None
+    if dtype.kind == "f":
+        elements = st.floats(width=dtype.itemsize * 8, allow_nan=True, allow_infinity=True)
+    return draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+@PROPERTY
+@given(any_array())
+def test_finder_never_raises_on_any_array_and_keeps_boxes_inside(image: np.ndarray) -> None:
+    candidates = find_digits(image, CFG)
+    for candidate in candidates:
+        assert inside(candidate.box, image.shape)
+        assert candidate.crop.shape == (28, 28)
+        assert candidate.crop.dtype == np.float32
+        assert candidate.crop.min() >= 0 and candidate.crop.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((0, 0), np.uint8),
+        np.zeros((0, 7, 3), np.uint8),
+        np.zeros((1, 1), np.uint8),
+        np.zeros((1, 1, 4), np.float32),
+        np.zeros(10, np.uint8),
+        np.zeros((2, 30, 30, 3), np.uint8),
+        np.zeros((30, 30, 0), np.uint8),
+        np.array([["a", "b"], ["c", "d"]]),
+        np.full((40, 40), np.nan),
+    ],
+    ids=["0x0", "0x7x3", "1x1", "1x1x4", "1-d", "4-d", "no-channels", "strings", "all-nan"],
+)
+def test_unusable_arrays_give_no_candidates(image: np.ndarray) -> None:
+    assert find_digits(image, CFG) == []
+
+
+def test_noisy_arrays_of_every_kind_keep_boxes_inside() -> None:
+    rng = np.random.default_rng(1)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535), (np.float32, 1.0)):
+        noise = (rng.random((120, 90, 3)) * top).astype(dtype)
+        for candidate in find_digits(noise, CFG):
+            assert inside(candidate.box, noise.shape)
+
+
+# --- finding --------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(
+    height=st.integers(20, 200),
+    digit=st.sampled_from("0123456789"),
+    light_on_dark=st.booleans(),
+    offset=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+)
+def test_one_digit_at_any_height_is_found_exactly_once(
+    height: int, digit: str, light_on_dark: bool, offset: tuple[int, int]
+) -> None:
+    paper, ink = ((20, 40, 30), (240, 240, 230)) if light_on_dark else (PAPER, INK)
+    picture = page(2 * height + 80, 2 * height + 80, paper)
+    left, top = 20 + offset[0], 20 + offset[1]
+    write(picture, digit, left, top + height, height, ink)
+    (candidate,) = find_digits(picture, CFG)
+    x, _, w, h = candidate.box
+    assert left - 5 <= x + w / 2 <= left + height
+    assert abs(h - height) <= max(3, 0.15 * height)
+
+
+@PROPERTY
+@given(index=st.integers(0, 999), height=st.integers(20, 200))
+def test_an_mnist_digit_at_any_height_is_found_exactly_once(
+    mnist_small: dict[str, Split], index: int, height: int
+) -> None:
+    digit = mnist_small["test"].images[index]
+    rows, cols = np.nonzero(digit > 0)
+    ink = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255
+    pieces = cv2.connectedComponents((ink > 0.5).astype(np.uint8), connectivity=8)[0] - 1
+    if pieces != 1:
+        return  # a digit written in several strokes is not "one component" to start with
+    width = max(1, round(ink.shape[1] * height / ink.shape[0]))
+    ink = cv2.resize(ink, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    picture = page(width + 60, height + 60).astype(np.float32)
+    region = picture[30 : 30 + height, 30 : 30 + width]
+    region[:] = region * (1 - ink[:, :, None]) + np.array(INK, np.float32) * ink[:, :, None]
+    assert len(find_digits(picture.astype(np.uint8), CFG)) == 1
+
+
+@PROPERTY
+@given(
+    text=st.text("0123456789", min_size=1, max_size=4),
+    height=st.integers(14, 60),
+    pads=st.tuples(*[st.integers(0, 60)] * 4),
+)
+def test_padding_with_background_does_not_change_the_reading(
+    text: str, height: int, pads: tuple[int, int, int, int]
+) -> None:
+    picture = page(int(height * 0.9 * len(text)) + 40, height + 40)
+    write(picture, text, 20, 20 + height, height)
+    top, bottom, left, right = pads
+    padded = np.pad(picture, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    cfg = SegmentSettings(min_confidence=0.0)
+    plain = read_digits(picture, projection_classifier, cfg)
+    moved = read_digits(padded, projection_classifier, cfg)
+    assert [d.label for d in moved.digits] == [d.label for d in plain.digits]
+    assert [d.box for d in moved.digits] == [
+        (x + left, y + top, w, h) for x, y, w, h in (d.box for d in plain.digits)
+    ]
+
+
+def test_ink_polarity_and_colours_are_worked_out() -> None:
+    schemes = [
+        (PAPER, INK),  # dark on light
+        ((15, 25, 20), (235, 235, 225)),  # chalk on a board
+        ((250, 240, 110), (235, 120, 20)),  # orange on yellow: low contrast in grey
+        ((90, 130, 200), (250, 250, 250)),  # white on blue
+    ]
+    for paper, ink in schemes:
+        picture = page(360, 120, paper)
+        write(picture, "3 47", 20, 90, 60, ink)
+        assert len(find_digits(picture, CFG)) == 3, (paper, ink)
+
+
+def test_uneven_lighting_does_not_hide_or_invent_digits() -> None:
+    picture = page(640, 480)
+    write(picture, "2 58", 40, 140, 50)
+    write(picture, "9 1", 360, 400, 50)
+    ys, xs = np.mgrid[0:480, 0:640]
+    light = 1.0 - 0.65 * (xs / 640 + ys / 480) / 2  # a strong shadow towards one corner
+    shaded = (picture * light[:, :, None]).astype(np.uint8)
+    assert len(find_digits(shaded, CFG)) == 5
+
+
+def test_specks_are_not_digits() -> None:
+    picture = page(300, 200)
+    for x in range(10, 290, 14):
+        for y in range(10, 190, 14):
+            cv2.circle(picture, (x, y), 1, INK, -1)
+    assert find_digits(picture, CFG) == []
+
+
+def test_underlined_number_is_read_digit_by_digit() -> None:
+    picture = page(400, 160)
+    write(picture, "3845", 40, 100, 50)
+    cv2.line(picture, (30, 103), (230, 103), INK, 3)  # touches the bottoms of the digits
+    assert len(find_digits(picture, CFG)) == 4
+
+
+def test_digits_on_ruled_paper_are_found() -> None:
+    picture = page(500, 300)
+    for y in range(20, 300, 40):
+        cv2.line(picture, (0, y), (499, y), (150, 170, 220), 2)
+    write(picture, "61 7", 50, 140, 44)  # the middle rule runs through the digits
+    assert len(find_digits(picture, CFG)) == 3
+
+
+def test_a_small_label_just_above_a_big_digit_stays_separate() -> None:
+    picture = page(200, 200)
+    write(picture, "5", 60, 40, 14, (20, 40, 220))
+    write(picture, "5", 55, 150, 100, (20, 40, 220))
+    assert len(find_digits(picture, CFG)) == 2
+
+
+def test_crops_are_mnist_style() -> None:
+    picture = page(300, 300)
+    write(picture, "7", 80, 250, 180)
+    (candidate,) = find_digits(picture, CFG)
+    crop = candidate.crop
+    rows, cols = np.nonzero(crop > 0.1)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 in range(19, 23)
+    centre = np.array([(np.indices(crop.shape)[i] * crop).sum() / crop.sum() for i in (0, 1)])
+    assert np.abs(centre - 13.5).max() <= 0.75
+    assert crop.max() == pytest.approx(1.0, abs=0.02)  # white ink on black, saturated like MNIST
+    assert crop[0].max() == 0 and crop[:, 0].max() == 0  # background is black
+
+
+def test_thin_pen_strokes_are_thickened_like_mnist() -> None:
+    picture = page(400, 400)
+    cv2.putText(picture, "0", (60, 330), cv2.FONT_HERSHEY_SIMPLEX, 12, INK, 2, cv2.LINE_AA)
+    (candidate,) = find_digits(picture, CFG)
+    ink_fraction = float(candidate.crop.mean())
+    assert 0.06 <= ink_fraction <= 0.25  # MNIST's mean is 0.13; an unthickened 2-px pen is ~0.02
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def digit_at(x: int, y: int, w: int = 20, h: int = 30, label: int = 0) -> Digit:
+    return Digit(label, 0.99, (x, y, w, h), [0.0] * 10)
+
+
+def test_digits_are_arranged_in_rows_then_numbers() -> None:
+    layout = [
+        digit_at(200, 108, label=7),  # second row, second number (row slopes down)
+        digit_at(10, 10, label=1),
+        digit_at(34, 12, label=2),  # same number: 4 px gap
+        digit_at(100, 14, label=3),  # new number: 46 px gap
+        digit_at(12, 100, label=5),  # second row
+        digit_at(36, 104, label=6),
+    ]
+    lines = arrange(layout, number_gap=0.6)
+    labels = [[[d.label for d in number] for number in line] for line in lines]
+    assert labels == [[[1, 2], [3]], [[5, 6], [7]]]
+
+
+def test_reading_order_and_grouping_from_a_picture() -> None:
+    picture = page(700, 300)
+    write(picture, "12", 30, 90, 50)
+    write(picture, "345", 160, 95, 50)  # 1.5 digit heights further, slightly lower
+    write(picture, "67", 60, 220, 50)
+    write(picture, "8", 400, 225, 50)
+    reading = read_digits(picture, template_classifier(), CFG)
+    assert reading.text == "12 345\n67 8"
+    assert [d.label for d in reading.digits] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_no_digits_gives_an_empty_reading_without_classifying() -> None:
+    def classify(crops: np.ndarray) -> np.ndarray:
+        raise AssertionError("nothing to classify")
+
+    blank = page(320, 240)
+    xs = np.arange(320)[None, :]
+    shaded = (blank * (1 - 0.5 * xs / 320)[:, :, None]).astype(np.uint8)
+    for picture in (blank, shaded):
+        reading = read_digits(picture, classify, CFG)
+        assert reading == Reading(320, 240, "", [])
+
+
+def test_unsure_detections_are_dropped() -> None:
+    picture = page(300, 120)
+    write(picture, "4 2", 20, 90, 60)
+
+    def unsure(crops: np.ndarray) -> np.ndarray:
+        probabilities = np.full((len(crops), 10), 0.4 / 9)
+        probabilities[:, 3] = 0.6
+        probabilities[0] = 0.1  # the first candidate: nothing above 0.1
+        return probabilities
+
+    reading = read_digits(picture, unsure, SegmentSettings(min_confidence=0.5))
+    assert [d.label for d in reading.digits] == [3]
+
+
+def test_all_candidates_are_classified_in_one_batch() -> None:
+    picture = page(500, 120)
+    write(picture, "1 2 3 4", 20, 90, 60)
+    batches = []
+
+    def classify(crops: np.ndarray) -> np.ndarray:
+        batches.append(crops.shape)
+        return projection_classifier(crops)
+
+    read_digits(picture, classify, CFG)
+    assert len(batches) == 1
+    assert batches[0][0] >= 4 and batches[0][1:] == (28, 28)
+
+
+def test_reading_as_a_dict_has_exactly_the_documented_keys() -> None:
+    probabilities = [0.0] * 9 + [1.0]
+    reading = Reading(64, 48, "9", [Digit(9, 1.0, (1, 2, 3, 4), probabilities)])
+    assert reading.to_dict() == {
+        "width": 64,
+        "height": 48,
+        "text": "9",
+        "digits": [
+            {"label": 9, "confidence": 1.0, "box": [1, 2, 3, 4], "probabilities": probabilities}
+        ],
+    }

@@ -1,0 +1,204 @@
+"""Decoding pictures: every supported format and mode, orientation, and every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits_cli.errors import DigitsError
+from digits_cli.images import (
+    ImageTooLarge,
+    UnreadableImage,
+    UnsupportedImageFormat,
+    decode_image,
+    encode_image,
+    read_image_file,
+)
+
+LIMIT = 40_000_000
+LOSSY = {"JPEG": 12, "WEBP": 12}
+
+
+def picture() -> np.ndarray:
+    """A 24x32 RGB test card: a dark left half, a red square, a light background."""
+    rgb = np.full((24, 32, 3), 230, np.uint8)
+    rgb[:, :16] = 20
+    rgb[4:12, 20:28] = (200, 30, 30)
+    return rgb
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+FORMAT_MODES = [
+    ("PNG", "RGB"),
+    ("PNG", "L"),
+    ("PNG", "P"),
+    ("PNG", "RGBA"),
+    ("PNG", "LA"),
+    ("JPEG", "RGB"),
+    ("JPEG", "L"),
+    ("BMP", "RGB"),
+    ("BMP", "L"),
+    ("BMP", "P"),
+    ("TIFF", "RGB"),
+    ("TIFF", "L"),
+    ("TIFF", "RGBA"),
+    ("TIFF", "CMYK"),
+    ("WEBP", "RGB"),
+    ("WEBP", "RGBA"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "mode"), FORMAT_MODES)
+def test_every_format_and_mode_decodes_to_rgb_uint8(fmt: str, mode: str) -> None:
+    source = Image.fromarray(picture()).convert(mode)
+    expected = np.asarray(source.convert("RGB"), dtype=np.int16)
+    rgb = decode_image(encoded(source, fmt), f"card.{fmt.lower()}", LIMIT)
+    assert rgb.shape == (24, 32, 3)
+    assert rgb.dtype == np.uint8
+    tolerance = LOSSY.get(fmt, 1)
+    assert np.abs(rgb.astype(np.int16) - expected).mean() <= tolerance
+
+
+def test_transparent_pixels_are_composited_on_white() -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)  # black everywhere
+    rgba[:, :4, 3] = 0  # left half fully transparent
+    rgba[:, 4:, 3] = 128  # right half half-transparent black
+    rgb = decode_image(encoded(Image.fromarray(rgba, "RGBA"), "PNG"), "alpha.png", LIMIT)
+    assert (rgb[:, :4] == 255).all()
+    assert np.abs(rgb[:, 4:].astype(int) - 127).max() <= 1
+
+
+def test_palette_transparency_is_composited_on_white() -> None:
+    palette = Image.new("P", (6, 6), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.putpixel((0, 0), 1)
+    data = encoded(palette, "PNG", transparency=0)
+    rgb = decode_image(data, "palette.png", LIMIT)
+    assert tuple(rgb[0, 0]) == (255, 0, 0)
+    assert tuple(rgb[3, 3]) == (255, 255, 255)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    grey = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    data = encoded(Image.fromarray(grey), "PNG")
+    rgb = decode_image(data, "deep.png", LIMIT)
+    assert rgb[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied() -> None:
+    rgb = np.full((20, 40, 3), 255, np.uint8)
+    rgb[:5, :5] = 0  # dark mark in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored picture must be rotated 90 degrees clockwise to display
+    data = encoded(Image.fromarray(rgb), "JPEG", exif=exif.tobytes(), quality=95)
+    upright = decode_image(data, "phone.jpg", LIMIT)
+    assert upright.shape == (40, 20, 3)
+    assert upright[:5, -5:].mean() < 60  # the mark is now top-right
+    assert upright[:5, :5].mean() > 200
+
+
+def test_empty_file_is_unreadable_and_named() -> None:
+    with pytest.raises(UnreadableImage, match=r"empty\.png: empty file"):
+        decode_image(b"", "empty.png", LIMIT)
+
+
+def test_truncated_picture_is_unreadable_and_named() -> None:
+    noisy = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    data = encoded(Image.fromarray(noisy), "PNG")
+    with pytest.raises(UnreadableImage, match=r"cut\.png: truncated or corrupt") as caught:
+        decode_image(data[: len(data) // 2], "cut.png", LIMIT)
+    assert "\n" not in str(caught.value)
+
+
+def test_text_is_not_a_picture() -> None:
+    with pytest.raises(UnsupportedImageFormat, match=r"notes\.txt: not a PNG, JPEG"):
+        decode_image(b"just some words\n", "notes.txt", LIMIT)
+
+
+def test_formats_outside_the_supported_list_are_refused() -> None:
+    gif = encoded(Image.fromarray(picture()), "GIF")
+    with pytest.raises(UnsupportedImageFormat, match=r"anim\.gif"):
+        decode_image(gif, "anim.gif", LIMIT)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` RGB pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(8_000, 6_000), (100_000, 100_000)])
+def test_oversized_picture_is_refused_from_its_header_without_allocating(
+    width: int, height: int
+) -> None:
+    data = png_header_claiming(width, height)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageTooLarge, match=r"bomb\.png: picture too large"):
+            decode_image(data, "bomb.png", LIMIT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000  # decoding 48 megapixels would need over 100 MB
+
+
+def test_pixel_limit_counts_width_times_height() -> None:
+    data = encoded(Image.fromarray(picture()), "PNG")
+    assert decode_image(data, "card.png", 24 * 32).shape == (24, 32, 3)
+    with pytest.raises(ImageTooLarge, match="768 pixels, limit 767"):
+        decode_image(data, "card.png", 24 * 32 - 1)
+
+
+def test_missing_file_is_unreadable_and_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.png"
+    with pytest.raises(UnreadableImage, match=r"nowhere\.png: cannot read"):
+        read_image_file(missing, LIMIT)
+
+
+def test_folder_is_unreadable_and_named(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableImage, match=f"{tmp_path.name}: cannot read"):
+        read_image_file(tmp_path, LIMIT)
+
+
+def test_reads_a_picture_file(tmp_path: Path) -> None:
+    path = tmp_path / "card.png"
+    Image.fromarray(picture()).save(path)
+    assert (read_image_file(path, LIMIT) == picture()).all()
+
+
+@pytest.mark.parametrize("extension", ["png", ".PNG", "bmp", "tiff"])
+def test_lossless_encoding_round_trips(extension: str) -> None:
+    data = encode_image(picture(), extension)
+    assert (decode_image(data, "again", LIMIT) == picture()).all()
+
+
+@pytest.mark.parametrize("extension", ["jpg", "jpeg", "webp"])
+def test_lossy_encoding_stays_close(extension: str) -> None:
+    data = encode_image(picture(), extension)
+    decoded = decode_image(data, "again", LIMIT).astype(int)
+    assert np.abs(decoded - picture()).mean() < 6
+
+
+def test_unknown_output_format_is_a_user_error() -> None:
+    with pytest.raises(DigitsError, match=r"cannot write pictures as '\.xyz'"):
+        encode_image(picture(), ".xyz")
