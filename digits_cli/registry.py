@@ -39,6 +39,17 @@ def _champion_accuracy(client: Any, name: str) -> tuple[str, float] | None:
     return str(champion.version), float(champion.tags.get("test_accuracy", "nan"))
 
 
+def _logged_model_uri(client: Any, run: Any) -> str:
+    """The URI of the model the run logged (MLflow 3 keeps it as a LoggedModel, not an artifact)."""
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' AND name = 'model'",
+    )
+    if not models:
+        raise DigitsError(f"run {run.info.run_id} logged no model named 'model'")
+    return f"models:/{models[0].model_id}"
+
+
 def register_model(settings: Settings, model_path: Path, force: bool = False) -> Registration:
     """Register the run that produced ``model_path`` and alias it `candidate`.
 
@@ -71,7 +82,7 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
     if existing:
         version = str(existing[0].version)
     else:
-        version = str(mlflow.register_model(f"runs:/{run_id}/model", name).version)
+        version = str(mlflow.register_model(_logged_model_uri(client, run), name).version)
     tags = {
         "test_accuracy": f"{accuracy:.6f}",
         "data_manifest_sha256": str(meta.get("data_manifest_sha256", "")),

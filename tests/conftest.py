@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from typer.testing import CliRunner, Result
 
+from digits_cli.cli import app
 from digits_cli.data import Split, write_splits
 
 TEST_DATA = Path(__file__).parent / "data"
@@ -39,3 +43,98 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite MLflow store for the whole session: creating one takes seconds."""
     folder = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(
+    mnist_small: dict[str, Split], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A LeNet checkpoint trained one epoch on the small sample (seconds): usable as `--model`."""
+    import torch
+
+    from digits_cli.model import Classifier, save_checkpoint
+
+    torch.manual_seed(0)
+    model = Classifier("lenet")
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    train = mnist_small["train"]
+    images = torch.from_numpy(train.images).float().div(255).unsqueeze(1)
+    labels = torch.from_numpy(train.labels)
+    for start in range(0, len(labels), 64):
+        batch = slice(start, start + 64)
+        loss = torch.nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    path = tmp_path_factory.mktemp("small-model") / "model.pt"
+    save_checkpoint(path, model.eval(), {"settings": {"train": {"arch": "lenet", "epochs": 1}}})
+    return path
+
+
+RunCli = Callable[..., Result]
+EvaluatedModel = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def run_cli(tracking_uri: str) -> RunCli:
+    """Run `digits --params PARAMS ARGS...` in-process against the session's MLflow store."""
+
+    def run(params: Path, *args: str) -> Result:
+        return CliRunner().invoke(
+            app, ["--params", str(params), *args], env={"MLFLOW_TRACKING_URI": tracking_uri}
+        )
+
+    return run
+
+
+def write_pipeline_params(folder: Path, processed_dir: Path, **train: object) -> Path:
+    """A params file sending every artifact of train -> evaluate -> register into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.pt"
+    params = {
+        "data": {"processed_dir": str(processed_dir)},
+        "train": {
+            "arch": "lenet",
+            "epochs": 1,
+            "batch_size": 32,
+            "lr": 0.05,
+            "model_path": str(model),
+            "report": str(folder / "train.json"),
+            **train,
+        },
+        "evaluate": {
+            "model_path": str(model),
+            "metrics": str(folder / "metrics.json"),
+            "plots_dir": str(folder / "plots"),
+            "model_card": str(folder / "model_card.md"),
+        },
+        "registry": {"report": str(folder / "registry.json")},
+        "tracking": {"artifact_location": str(folder.parent / "mlruns")},
+        "emissions": {"enabled": False},
+    }
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(scope="session")
+def evaluated_model(
+    tmp_path_factory: pytest.TempPathFactory, processed_dir: Path, run_cli: RunCli
+) -> EvaluatedModel:
+    """Factory: train (LeNet, one epoch on the small sample) and evaluate; gives the params file."""
+    root = tmp_path_factory.mktemp("pipeline")
+
+    def make(name: str, **train: object) -> Path:
+        params = write_pipeline_params(root / name, processed_dir, **train)
+        for step in ("train", "evaluate"):
+            result = run_cli(params, step)
+            assert result.exit_code == 0, result.stderr
+        return params
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def good_model(evaluated_model: EvaluatedModel) -> Path:
+    """Params of a LeNet trained one epoch on the 3,000-digit sample and evaluated (~84%)."""
+    return evaluated_model("good")

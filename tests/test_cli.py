@@ -9,26 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from digits_cli.cli import app
 
 HEAVY_MODULES = ("torch", "torchvision", "mlflow", "cv2", "dvc")
 COMMANDS = sorted(command.name for command in app.registered_commands if command.name)
-
-
-def calls_not_implemented(callback: object) -> bool:
-    """Whether a command's body (under the `command` decorator) still calls not_implemented."""
-    body = getattr(callback, "__wrapped__", callback)
-    return "not_implemented" in body.__code__.co_names  # type: ignore[attr-defined]
-
-
-# Commands still stubs in the loaded code: later issues replace them one by one.
-STUBS = sorted(
-    command.name
-    for command in app.registered_commands
-    if command.name and calls_not_implemented(command.callback)
-)
 
 
 @pytest.fixture
@@ -47,13 +32,6 @@ def run_digits(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Co
         text=True,
         timeout=60,
     )
-
-
-@pytest.mark.parametrize("name", STUBS)
-def test_command_not_implemented_yet_exits_2_with_one_line(name: str) -> None:
-    result = CliRunner().invoke(app, [name])
-    assert result.exit_code == 2
-    assert result.stderr == f"digits: error: `digits {name}` is not implemented yet\n"
 
 
 def test_python_dash_m_digits_cli_help_lists_every_command(

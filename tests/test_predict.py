@@ -1,0 +1,158 @@
+"""`digits predict` and `digits annotate` on the shared pictures, with every kind of model URI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REAL_IMAGES, RunCli
+from PIL import Image
+
+PICTURE = REAL_IMAGES / "seed-api-test.png"
+DIGIT_KEYS = {"label", "confidence", "box", "probabilities"}
+
+
+@pytest.fixture(scope="session")
+def champion(good_model: Path, run_cli: RunCli) -> str:
+    """The good model registered as champion of its own registered model."""
+    result = run_cli(good_model, "register", "--name", "predict-test", "--force")
+    assert result.exit_code == 0, result.stderr
+    return "models:/predict-test@champion"
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_predict_json_is_one_object_per_picture_in_the_documented_shape(
+    good_model: Path, run_cli: RunCli, champion: str
+) -> None:
+    result = run_cli(good_model, "predict", str(PICTURE), "--model", champion, "--json")
+    assert result.exit_code == 0, result.stderr
+    [reading] = json_lines(result.stdout)
+    assert set(reading) == {"image", "width", "height", "text", "digits"}
+    assert reading["image"] == str(PICTURE)
+    assert (reading["width"], reading["height"]) == Image.open(PICTURE).size
+    assert reading["digits"], "the picture holds seven digits"
+    for digit in reading["digits"]:
+        assert set(digit) == DIGIT_KEYS
+        x, y, w, h = digit["box"]
+        assert x >= 0 and y >= 0 and x + w <= reading["width"] and y + h <= reading["height"]
+        assert len(digit["probabilities"]) == 10
+        assert digit["label"] == max(range(10), key=digit["probabilities"].__getitem__)
+    assert reading["text"].replace(" ", "").replace("\n", "") == "".join(
+        str(d["label"]) for d in reading["digits"]
+    )
+
+
+@pytest.mark.parametrize("form", ["alias", "version", "run"])
+def test_predict_loads_the_model_by_alias_version_or_run(
+    form: str, good_model: Path, run_cli: RunCli, champion: str, tracking_uri: str
+) -> None:
+    import mlflow
+
+    version = mlflow.MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(
+        "predict-test", "champion"
+    )
+    uri = {
+        "alias": champion,
+        "version": f"models:/predict-test/{version.version}",
+        "run": f"runs:/{version.run_id}/model",
+    }[form]
+    result = run_cli(good_model, "predict", str(PICTURE), "--model", uri, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json_lines(result.stdout)[0]["digits"]
+
+
+def test_predict_with_nothing_registered_says_what_to_run(
+    good_model: Path, run_cli: RunCli
+) -> None:
+    result = run_cli(good_model, "predict", str(PICTURE))
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "make run" in result.stderr
+
+
+def test_predict_reports_bad_files_and_still_reads_the_others(
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+) -> None:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    missing = tmp_path / "missing.png"
+    args = [str(empty), str(PICTURE), str(text), str(missing)]
+    result = run_cli(good_model, "predict", *args, "--model", str(small_checkpoint), "--json")
+    assert result.exit_code == 1
+    assert [r["image"] for r in json_lines(result.stdout)] == [str(PICTURE)]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3
+    for path, line in zip((empty, text, missing), errors, strict=True):
+        assert str(path) in line
+
+
+def test_predict_reads_every_picture_in_a_folder(
+    good_model: Path, run_cli: RunCli, small_checkpoint: Path
+) -> None:
+    result = run_cli(
+        good_model, "predict", str(REAL_IMAGES), "--model", str(small_checkpoint), "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert sorted(Path(r["image"]).name for r in json_lines(result.stdout)) == sorted(
+        p.name for p in REAL_IMAGES.glob("*.png")
+    )
+
+
+def test_predict_prints_a_table_for_people(
+    good_model: Path, run_cli: RunCli, small_checkpoint: Path
+) -> None:
+    result = run_cli(good_model, "predict", str(PICTURE), "--model", str(small_checkpoint))
+    assert result.exit_code == 0, result.stderr
+    assert PICTURE.name in result.stdout
+    assert "confidence" in result.stdout
+
+
+@pytest.mark.parametrize(("suffix", "pil_format"), [(".png", "PNG"), (".jpg", "JPEG")])
+def test_annotate_writes_the_format_of_the_output_extension(
+    suffix: str,
+    pil_format: str,
+    tmp_path: Path,
+    good_model: Path,
+    run_cli: RunCli,
+    small_checkpoint: Path,
+) -> None:
+    output = tmp_path / f"annotated{suffix}"
+    result = run_cli(
+        good_model, "annotate", str(PICTURE), str(output), "--model", str(small_checkpoint)
+    )
+    assert result.exit_code == 0, result.stderr
+    with Image.open(output) as picture:
+        assert picture.format == pil_format
+        assert picture.size == Image.open(PICTURE).size
+
+
+def test_annotate_refuses_an_unknown_format_and_writes_nothing(
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+) -> None:
+    output = tmp_path / "annotated.xyz"
+    result = run_cli(
+        good_model, "annotate", str(PICTURE), str(output), "--model", str(small_checkpoint)
+    )
+    assert result.exit_code == 1
+    assert "xyz" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_annotate_of_an_unreadable_picture_writes_nothing(
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(PICTURE.read_bytes()[:100])
+    output = tmp_path / "out.png"
+    result = run_cli(
+        good_model, "annotate", str(broken), str(output), "--model", str(small_checkpoint)
+    )
+    assert result.exit_code == 1
+    assert str(broken) in result.stderr
+    assert not output.exists()

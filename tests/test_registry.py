@@ -1,0 +1,101 @@
+"""`digits register`: versions, the `candidate` alias, the `champion` gate (real SQLite store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import EvaluatedModel, RunCli, write_pipeline_params
+
+
+@pytest.fixture(scope="session")
+def poor_model(evaluated_model: EvaluatedModel) -> Path:
+    """Params of a LeNet trained on 100 digits without augmentation: clearly worse."""
+    return evaluated_model("poor", max_train_samples=100, augment=False, lr=0.001)
+
+
+def register(run_cli: RunCli, params: Path, name: str, *extra: str) -> dict:
+    result = run_cli(params, "register", "--name", name, "--min-accuracy", "0.5", "--json", *extra)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def aliases(tracking_uri: str, name: str) -> dict[str, str]:
+    import mlflow
+
+    model = mlflow.MlflowClient(tracking_uri=tracking_uri).get_registered_model(name)
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def test_register_sets_candidate_and_first_champion(
+    good_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    result = register(run_cli, good_model, "first-champion")
+    assert result["promoted"] is True
+    assert aliases(tracking_uri, "first-champion") == {
+        "candidate": result["version"],
+        "champion": result["version"],
+    }
+
+
+def test_register_tags_the_version(good_model: Path, run_cli: RunCli, tracking_uri: str) -> None:
+    import mlflow
+
+    result = register(run_cli, good_model, "tagged")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    version = client.get_model_version("tagged", result["version"])
+    metrics = json.loads((good_model.parent / "metrics.json").read_text())
+    assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert len(version.tags["data_manifest_sha256"]) == 64
+    assert "git_commit" in version.tags
+
+
+def test_registering_the_same_run_twice_reuses_its_version(
+    good_model: Path, run_cli: RunCli
+) -> None:
+    first = register(run_cli, good_model, "idempotent")
+    second = register(run_cli, good_model, "idempotent")
+    assert first["version"] == second["version"]
+
+
+def test_gate_refuses_a_worse_model(
+    good_model: Path, poor_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    champion = register(run_cli, good_model, "gated")
+    challenger = register(run_cli, poor_model, "gated")
+    assert challenger["test_accuracy"] < champion["test_accuracy"]
+    assert challenger["promoted"] is False
+    assert aliases(tracking_uri, "gated") == {
+        "candidate": challenger["version"],
+        "champion": champion["version"],
+    }
+
+
+def test_force_overrides_the_gate(
+    good_model: Path, poor_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    register(run_cli, good_model, "forced")
+    challenger = register(run_cli, poor_model, "forced", "--force")
+    assert challenger["promoted"] is True
+    assert aliases(tracking_uri, "forced")["champion"] == challenger["version"]
+
+
+def test_gate_refuses_a_model_under_min_accuracy(
+    good_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    result = run_cli(good_model, "register", "--name", "strict", "--min-accuracy", "0.9999")
+    assert result.exit_code == 0, result.stderr
+    assert "not champion" in result.stdout
+    assert "champion" not in aliases(tracking_uri, "strict")
+
+
+def test_register_without_evaluation_says_what_to_run(
+    tmp_path: Path, processed_dir: Path, run_cli: RunCli
+) -> None:
+    params = write_pipeline_params(tmp_path, processed_dir)
+    assert run_cli(params, "train").exit_code == 0
+    result = run_cli(params, "register", "--name", "unevaluated")
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "digits evaluate" in result.stderr
