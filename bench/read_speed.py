@@ -3,12 +3,16 @@
     .venv/bin/python bench/read_speed.py [--model models/model.pt] [--runs 200] [--threads 1]
 
 The picture is 640x480 PNG holding 10 MNIST test digits (two rows of numbers) on paper with a
-lighting gradient. Prints median and p90 milliseconds of the whole read and of each stage.
+lighting gradient. Torch and OpenCV run on ``--threads`` threads (1, as `digits serve` does).
+Prints median and p90 milliseconds of the whole read and of each stage, wall-clock and CPU time
+of this process (other work on a shared machine inflates the first more than the second), and
+the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +47,11 @@ def test_picture(digits: Path) -> bytes:
 
 def percentiles(samples: list[float]) -> str:
     values = np.array(samples) * 1000
-    return f"median {np.median(values):6.2f} ms   p90 {np.percentile(values, 90):6.2f} ms"
+    return f"median {np.median(values):6.2f} ms  p90 {np.percentile(values, 90):6.2f} ms"
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -51,48 +59,54 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     args = parser.parse_args()
 
+    import cv2
     import torch
 
     from digits_cli.model import load_checkpoint
 
     torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     model, _ = load_checkpoint(args.model)
     classify_batch = make_classify(model)
     cfg = load_settings().segment
     data = test_picture(args.digits)
-    classify_time = [0.0]
+    classify_time = np.zeros(2)  # wall, CPU
 
     def classify(crops: np.ndarray) -> np.ndarray:
-        start = time.perf_counter()
+        start = np.array([time.perf_counter(), time.process_time()])
         probabilities = classify_batch(crops)
-        classify_time[0] += time.perf_counter() - start
+        classify_time[:] += np.array([time.perf_counter(), time.process_time()]) - start
         return probabilities
 
-    stages: dict[str, list[float]] = {"total": [], "decode": [], "find": [], "classify": []}
+    names = ("total", "decode", "find", "classify")
+    stages: dict[str, list[np.ndarray]] = {name: [] for name in names}
     reading = None
+    load_before = load_average()
     for run in range(args.warmup + args.runs):
-        classify_time[0] = 0.0
-        start = time.perf_counter()
+        classify_time[:] = 0.0
+        start = np.array([time.perf_counter(), time.process_time()])
         rgb = decode_image(data, "bench.png", cfg.max_pixels)
-        decoded = time.perf_counter()
+        decoded = np.array([time.perf_counter(), time.process_time()])
         reading = read_digits(rgb, classify, cfg)
-        done = time.perf_counter()
+        done = np.array([time.perf_counter(), time.process_time()])
         if run >= args.warmup:
             stages["total"].append(done - start)
             stages["decode"].append(decoded - start)
-            stages["classify"].append(classify_time[0])
-            stages["find"].append(done - decoded - classify_time[0])
+            stages["classify"].append(classify_time.copy())
+            stages["find"].append(done - decoded - classify_time)
     assert reading is not None
     print(
         f"640x480 PNG, {len(reading.digits)} digits read as {reading.text!r}; "
-        f"{args.runs} runs after {args.warmup} warm-up, torch threads {args.threads}"
+        f"{args.runs} runs after {args.warmup} warm-up, torch and OpenCV threads {args.threads}; "
+        f"load average {load_before} before, {load_average()} after ({os.cpu_count()} CPUs)"
     )
     for name, samples in stages.items():
-        print(f"  {name:9s} {percentiles(samples)}")
+        wall, cpu = np.array(samples).T
+        print(f"  {name:9s} wall {percentiles(list(wall))}   CPU {percentiles(list(cpu))}")
 
 
 if __name__ == "__main__":

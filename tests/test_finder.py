@@ -47,6 +47,23 @@ def projection_classifier(crops: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def sure_classifier(crops: np.ndarray) -> np.ndarray:
+    """Deterministic and always sure (0.95) of some label: reads every region whole."""
+    probabilities = np.full((len(crops), 10), 0.05 / 9)
+    probabilities[np.arange(len(crops)), projection_classifier(crops).argmax(axis=1)] = 0.95
+    return probabilities
+
+
+def draw_strokes(
+    picture: np.ndarray,
+    points: list[tuple[int, int]],
+    thickness: int,
+    colour: tuple[int, int, int] = INK,
+) -> None:
+    """One pen stroke through ``points``, anti-aliased, with round ends (as a canvas draws)."""
+    cv2.polylines(picture, [np.array(points, np.int32)], False, colour, thickness, cv2.LINE_AA)
+
+
 def template_classifier() -> callable:
     """Nearest-template classifier over this finder's own crops of each printed digit."""
     templates = []
@@ -228,12 +245,111 @@ def test_underlined_number_is_read_digit_by_digit() -> None:
     assert len(find_digits(picture, CFG)) == 4
 
 
+def test_an_underline_apart_from_a_digit_is_not_part_of_it() -> None:
+    picture = page(300, 200)
+    write(picture, "2", 100, 120, 50)
+    cv2.line(picture, (100, 128), (128, 128), INK, 2)  # a short stroke just under the digit
+    (digit,) = read_digits(picture, sure_classifier, CFG).digits
+    _, top, _, height = digit.box
+    assert top + height <= 124
+
+
 def test_digits_on_ruled_paper_are_found() -> None:
     picture = page(500, 300)
     for y in range(20, 300, 40):
         cv2.line(picture, (0, y), (499, y), (150, 170, 220), 2)
     write(picture, "61 7", 50, 140, 44)  # the middle rule runs through the digits
     assert len(find_digits(picture, CFG)) == 3
+
+
+@PROPERTY
+@given(
+    height=st.integers(20, 200),
+    thickness=st.integers(3, 12),
+    slant=st.floats(-0.35, 0.35),
+    canvas=st.booleans(),
+)
+def test_a_lone_bar_is_read_as_exactly_one_digit(
+    height: int, thickness: int, slant: float, canvas: bool
+) -> None:
+    # A 1 is often a plain bar: upright or slanted, drawn with any pen, on paper or on the web
+    # page's canvas (black on white), it is one digit, neither removed as a line nor split.
+    paper, ink = ((255, 255, 255), (0, 0, 0)) if canvas else (PAPER, INK)
+    picture = page(height + 160, height + 80, paper)
+    top, shift = 40, round(slant * height)
+    bottom_x = 80 + max(0, -shift)
+    draw_strokes(picture, [(bottom_x + shift, top), (bottom_x, top + height)], thickness, ink)
+    reading = read_digits(picture, sure_classifier, CFG)
+    assert len(reading.digits) == 1
+    x, y, w, h = reading.digits[0].box
+    assert top - thickness <= y <= top and height <= h <= height + thickness + 4
+    assert x <= min(bottom_x, bottom_x + shift) <= x + w
+
+
+@pytest.mark.parametrize("thickness", [3, 6, 12])
+@pytest.mark.parametrize("height", [24, 60, 150])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [(0.0, 0.0), (0.6, 0.0), (0.25, 1.0)],  # a 7
+        [(0.05, 0.0), (0.0, 1.0), (0.3, 1.0)],  # an L with a short foot
+        [(0.0, 0.3), (0.3, 0.0), (0.3, 1.0)],  # a 1 with a flag
+    ],
+    ids=["seven", "L", "flagged-one"],
+)
+def test_a_digit_drawn_in_one_thin_stroke_is_read_once(
+    shape: list[tuple[float, float]], height: int, thickness: int
+) -> None:
+    picture = page(height + 120, height + 80)
+    points = [(60 + round(x * height), 40 + round(y * height)) for x, y in shape]
+    draw_strokes(picture, points, thickness)
+    assert len(read_digits(picture, sure_classifier, CFG).digits) == 1
+
+
+@pytest.mark.parametrize("thickness", [2, 4])
+@pytest.mark.parametrize(
+    "strokes",
+    [
+        [[(0.0, 0.0), (0.6, 0.0)], [(0.55, 0.12), (0.25, 1.0)]],  # a 7
+        [[(0.12, 0.0), (0.6, 0.0)], [(0.1, 0.1), (0.08, 0.45), (0.5, 0.5), (0.4, 1.0), (0.0, 0.9)]],
+    ],
+    ids=["seven", "five"],
+)
+def test_a_top_bar_drawn_apart_stays_with_its_digit(
+    strokes: list[list[tuple[float, float]]], thickness: int
+) -> None:
+    picture = page(270, 230)  # the bar is a third of the picture wide, yet no ruled line
+    for stroke in strokes:
+        draw_strokes(
+            picture, [(60 + round(x * 150), 40 + round(y * 150)) for x, y in stroke], thickness
+        )
+    (digit,) = read_digits(picture, sure_classifier, CFG).digits
+    assert digit.box[1] <= 40 and digit.box[3] >= 150
+
+
+def test_a_one_drawn_on_the_web_canvas_is_one_digit() -> None:
+    # As digits_cli/static/app.js draws: black, 14 px wide, round caps, on a white 560x200 pad,
+    # a slightly slanted stroke made of many short pointer moves.
+    pad = page(560, 200, (255, 255, 255))
+    points = [(round(300 - 0.15 * t), 25 + t) for t in range(0, 151, 5)]
+    draw_strokes(pad, points, 14, (0, 0, 0))
+    (digit,) = read_digits(pad, sure_classifier, CFG).digits
+    assert digit.box[3] >= 150
+
+
+def test_a_margin_line_spanning_the_page_is_not_a_digit() -> None:
+    picture = page(400, 300)
+    cv2.line(picture, (40, 0), (40, 299), (60, 60, 200), 2)
+    write(picture, "38", 120, 180, 50)
+    assert len(read_digits(picture, sure_classifier, CFG).digits) == 2
+
+
+def test_a_vertical_rule_much_longer_than_the_digits_is_not_a_digit() -> None:
+    picture = page(400, 400)
+    cv2.line(picture, (60, 40), (60, 300), INK, 2)  # 260 px: over 5 digit heights, not the page
+    write(picture, "25", 150, 200, 50)
+    write(picture, "7", 150, 320, 50)
+    assert len(read_digits(picture, sure_classifier, CFG).digits) == 3
 
 
 def test_a_small_label_just_above_a_big_digit_stays_separate() -> None:
@@ -334,6 +450,24 @@ def test_all_candidates_are_classified_in_one_batch() -> None:
     read_digits(picture, classify, CFG)
     assert len(batches) == 1
     assert batches[0][0] >= 4 and batches[0][1:] == (28, 28)
+
+
+def test_touching_digits_are_split_only_when_read_whole_unsurely() -> None:
+    picture = page(240, 140)
+    for centre in ((80, 70), (117, 70)):  # two 0s touching: one region, wider than tall
+        cv2.ellipse(picture, centre, (18, 30), 0, 0, 360, INK, 7, cv2.LINE_AA)
+    batches: list[int] = []
+
+    def unsure_whole(crops: np.ndarray) -> np.ndarray:
+        batches.append(len(crops))
+        probabilities = np.full((len(crops), 10), 0.4 / 9)
+        probabilities[:, 0] = 0.6 if len(batches) == 1 else 0.97
+        return probabilities
+
+    assert len(read_digits(picture, sure_classifier, CFG).digits) == 1  # sure: read whole
+    reading = read_digits(picture, unsure_whole, CFG)
+    assert batches[0] == 1 and len(batches) == 2  # the parts, in a second batch
+    assert [d.label for d in reading.digits] == [0, 0]
 
 
 def test_reading_as_a_dict_has_exactly_the_documented_keys() -> None:
