@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export CODECARBON_LOG_LEVEL ?= error
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test browser lint bench clean
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 run: install ## Run the whole pipeline: dvc repro (prepare, validate, train, evaluate, register)
 	dvc repro
 
-test: install ## Run the test suite
+test: install browser ## Run the test suite
 	pytest
+
+browser: ## Install Debian's headless chromium and chromedriver for the web page test (once)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 lint: install ## ruff lint and format check, mypy
 	ruff check .

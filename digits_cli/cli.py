@@ -9,12 +9,14 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from digits_cli.config import Settings, load_settings
 from digits_cli.errors import DigitsError
+
+if TYPE_CHECKING:
+    from digits_cli.config import Settings
 
 app = typer.Typer(
     name="digits",
@@ -71,15 +73,14 @@ def main(
 
 def settings(ctx: typer.Context, **sections: dict[str, Any]) -> Settings:
     """The one settings object for a command; ``sections`` are its CLI options (None = not given)."""
+    # Imported here: pydantic-settings and yaml are most of `digits --help`'s startup time.
+    from digits_cli.config import load_settings
+
     return load_settings(ctx.obj, sections)
 
 
 def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data))
-
-
-def not_implemented(command_name: str) -> None:
-    raise fail(f"`digits {command_name}` is not implemented yet", 2)
 
 
 @command("config")
@@ -148,36 +149,226 @@ def validate_command(
 
 
 @command("train")
-def train_command() -> None:
-    """Train the CNN on the prepared data."""
-    not_implemented("train")
+def train_command(
+    ctx: typer.Context,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Named set of train values (fast); explicit options override it."),
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="Network: default, small or lenet.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step (all processes).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak one-cycle learning rate.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Epochs without val gain to stop.")] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Random affine warps.")
+    ] = None,
+    ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help="Average the weights.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads; 0 uses every core.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of init, order and augmentation.")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="Train on a seeded subset.")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    processed_dir: Annotated[Path | None, typer.Option(help="Prepared splits folder.")] = None,
+    model_path: Annotated[Path | None, typer.Option(help="Where the best checkpoint goes.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Where the JSON report goes.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the CNN on the prepared data (precedence: options > --preset > env > params file)."""
+    import sys
+
+    from digits_cli.training import train_model, train_overrides
+
+    options = {
+        "arch": arch,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "patience": patience,
+        "augment": augment,
+        "ema": ema,
+        "threads": threads,
+        "seed": seed,
+        "max_train_samples": max_train_samples,
+        "time_limit": time_limit,
+        "model_path": model_path,
+        "report": report,
+    }
+    cfg = settings(
+        ctx, train=train_overrides(preset, options), data={"processed_dir": processed_dir}
+    )
+    # With --json, stdout holds the report alone; the progress goes to stderr.
+    result = train_model(cfg, preset, sys.stderr if as_json else sys.stdout)
+    if not result:  # a torchrun worker other than rank 0: rank 0 reports
+        return
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(
+            f"{result['arch']}: {result['params']:,} parameters, "
+            f"{result['macs_per_image']:,} MACs per image"
+        )
+        typer.echo(
+            f"{result['epochs']} epochs in {result['seconds']:.1f}s "
+            f"({result['images_per_second']:,.0f} img/s); best val accuracy "
+            f"{result['best_val_accuracy']:.2%} at epoch {result['best_epoch']} -> "
+            f"{result['model_path']}; MLflow run {result['mlflow_run_id']}"
+        )
+    if result["interrupted"]:
+        raise fail(f"interrupted; best checkpoint so far kept, report in {cfg.train.report}", 130)
 
 
 @command("evaluate")
-def evaluate_command() -> None:
-    """Evaluate the trained model on the test split."""
-    not_implemented("evaluate")
+def evaluate_command(
+    ctx: typer.Context,
+    model_path: Annotated[Path | None, typer.Option(help="The checkpoint to evaluate.")] = None,
+    processed_dir: Annotated[Path | None, typer.Option(help="Folder of the test split.")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="Where the metrics JSON goes.")] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option("--tta/--no-tta", help="Average over 1-pixel shifts.", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate the trained model on the test split: metrics, plots, model card, MLflow."""
+    from digits_cli.evaluation import evaluate, print_evaluation
+
+    cfg = settings(
+        ctx,
+        data={"processed_dir": processed_dir},
+        evaluate={"model_path": model_path, "metrics": metrics, "tta": tta},
+    )
+    result = evaluate(cfg)
+    if as_json:
+        emit_json(result.metrics)
+    else:
+        print_evaluation(result, cfg.evaluate)
 
 
 @command("register")
-def register_command() -> None:
-    """Register the evaluated model in the MLflow registry."""
-    not_implemented("register")
+def register_command(
+    ctx: typer.Context,
+    model_path: Annotated[Path | None, typer.Option(help="The evaluated checkpoint.")] = None,
+    name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="Least test accuracy for champion.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Make it champion regardless.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Register the evaluated model; alias it candidate, and champion if it beats the gate."""
+    from digits_cli.io import write_json
+    from digits_cli.registry import register_model
+
+    cfg = settings(
+        ctx,
+        evaluate={"model_path": model_path},
+        registry={"model_name": name, "min_accuracy": min_accuracy},
+    )
+    result = register_model(cfg, cfg.evaluate.model_path, force=force)
+    write_json(cfg.registry.report, result.to_dict())
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    verdict = "now champion" if result.promoted else "not champion"
+    typer.echo(
+        f"registered {result.name} v{result.version} (test accuracy {result.test_accuracy:.4f}) "
+        f"as candidate, {verdict}: {result.reason}"
+    )
+
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/PATH or a checkpoint file "
+        "(default: the registry's champion).",
+        show_default=False,
+    ),
+]
+MinConfidenceOption = Annotated[
+    float | None, typer.Option(help="Drop detections below this confidence.", show_default=False)
+]
+
+
+def picture_files(paths: list[Path]) -> list[Path]:
+    """The given files, and the pictures inside given folders (sorted)."""
+    from digits_cli.images import OUTPUT_FORMATS
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                p for p in sorted(path.iterdir()) if p.suffix.lower().lstrip(".") in OUTPUT_FORMATS
+            )
+        else:
+            files.append(path)
+    return files
 
 
 @command("predict")
-def predict_command() -> None:
+def predict_command(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Pictures, or folders of pictures.")],
+    model: ModelOption = None,
+    min_confidence: MinConfidenceOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Read every digit in pictures."""
-    not_implemented("predict")
+    from digits_cli.inference import DigitReader, load_model
+    from digits_cli.reporting import print_reading
+
+    cfg = settings(ctx, segment={"min_confidence": min_confidence})
+    reader = DigitReader(load_model(model, cfg), cfg.segment)
+    failures = 0
+    for path in picture_files(images):
+        try:
+            _, reading = reader.read_file(path)
+        except DigitsError as exc:
+            typer.echo(f"digits: error: {exc}", err=True)
+            failures += 1
+            continue
+        if as_json:
+            emit_json({"image": str(path), **reading.to_dict()})
+        else:
+            print_reading(str(path), reading)
+    if failures:
+        raise typer.Exit(1)
 
 
 @command("annotate")
-def annotate_command() -> None:
-    """Draw the digits found in a picture onto a copy of it."""
-    not_implemented("annotate")
+def annotate_command(
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(help="The picture to read.")],
+    output: Annotated[Path, typer.Argument(help="Where the annotated copy goes (format from its extension).")],
+    model: ModelOption = None,
+    min_confidence: MinConfidenceOption = None,
+) -> None:
+    """Draw a box and label for every digit found in a picture onto a copy of it."""
+    from digits_cli.drawing import annotate_image
+    from digits_cli.images import encode_image, output_format
+    from digits_cli.inference import DigitReader, load_model
+    from digits_cli.io import atomic_open
+
+    cfg = settings(ctx, segment={"min_confidence": min_confidence})
+    fmt = output_format(output.suffix)  # refuse an unknown format before any work
+    reader = DigitReader(load_model(model, cfg), cfg.segment)
+    picture, reading = reader.read_file(image)
+    data = encode_image(annotate_image(picture, reading), fmt)
+    with atomic_open(output, "wb") as handle:
+        handle.write(data)
+    typer.echo(f"{output}: {len(reading.digits)} digits, read {reading.text!r}")
 
 
 @command("serve")
-def serve_command() -> None:
-    """Serve the model over HTTP."""
-    not_implemented("serve")
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    model: ModelOption = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default 1).", show_default=False)
+    ] = None,
+) -> None:
+    """Serve the model over HTTP: a web page, JSON and picture endpoints, Prometheus metrics."""
+    from digits_cli.server import run_server
+
+    cfg = settings(ctx, serve={"host": host, "port": port, "model": model, "workers": workers})
+    run_server(cfg)

@@ -56,7 +56,7 @@ class ValidateSettings(Section):
 
 
 class TrainSettings(Section):
-    arch: Literal["default", "lenet"] = "default"
+    arch: Literal["default", "small", "lenet"] = "default"
     epochs: int = Field(15, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.01, gt=0)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from digits_cli.finder import Reading
     from digits_cli.validation import Check
 
 console = Console()
@@ -34,4 +35,16 @@ def print_checks(checks: list[Check]) -> None:
     for check in checks:
         verdict = "[green]pass[/green]" if check.passed else "[bold red]FAIL[/bold red]"
         table.add_row(check.name, verdict, check.detail)
+    console.print(table)
+
+
+def print_reading(name: str, reading: Reading) -> None:
+    """The digits read in one picture, in reading order."""
+    table = Table(title=f"{name} ({reading.width}x{reading.height}): {reading.text!r}")
+    for column in ("#", "label", "confidence", "box (x, y, w, h)"):
+        table.add_column(column, justify="right")
+    for i, digit in enumerate(reading.digits, 1):
+        table.add_row(
+            str(i), str(digit.label), f"{digit.confidence:.3f}", ", ".join(map(str, digit.box))
+        )
     console.print(table)

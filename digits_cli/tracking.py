@@ -1,0 +1,52 @@
+"""MLflow set-up shared by every command that records into a run (train, evaluate, register).
+
+The store is a local SQLite file by default (no server, no credentials); ``MLFLOW_TRACKING_URI``
+in the environment wins over ``tracking.uri`` so CI or a user can point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from digits_cli.config import TrackingSettings
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(cfg: TrackingSettings) -> str:
+    """The tracking URI in force: ``$MLFLOW_TRACKING_URI``, else ``tracking.uri``, else SQLite."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or DEFAULT_URI
+
+
+def configure_tracking(cfg: TrackingSettings) -> str:
+    """Point MLflow at the store and select (creating if needed) the experiment; return the URI.
+
+    A new experiment keeps its artifacts under ``tracking.artifact_location`` as an absolute
+    ``file://`` URI, so runs stay readable whatever the working directory of later commands.
+    """
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        client.create_experiment(
+            cfg.experiment, artifact_location=Path(cfg.artifact_location).resolve().as_uri()
+        )
+    mlflow.set_experiment(cfg.experiment)
+    return uri
+
+
+def git_commit() -> str | None:
+    """The commit checked out in the current directory, or None outside a git work tree."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None

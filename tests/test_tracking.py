@@ -1,0 +1,85 @@
+"""MLflow set-up and emissions measurement shared by train and evaluate."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from digits_cli.config import EmissionsSettings, TrackingSettings
+from digits_cli.emissions import EmissionsResult, track_emissions
+from digits_cli.tracking import configure_tracking, git_commit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_environment_uri_wins_over_the_settings(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    cfg = TrackingSettings(
+        uri=f"sqlite:///{tmp_path / 'other.db'}",
+        experiment="tracking-env",
+        artifact_location=tmp_path / "mlruns",
+    )
+    assert configure_tracking(cfg) == tracking_uri
+    assert mlflow.get_tracking_uri() == tracking_uri
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_a_new_experiment_keeps_artifacts_at_an_absolute_file_uri(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrackingSettings(
+        uri=tracking_uri, experiment="tracking-artifacts", artifact_location=Path("runs")
+    )
+    configure_tracking(cfg)
+    experiment = mlflow.get_experiment_by_name("tracking-artifacts")
+    assert experiment is not None
+    assert experiment.artifact_location == (tmp_path / "runs").as_uri()
+    assert configure_tracking(cfg) == tracking_uri  # a second call reuses the experiment
+
+
+def test_git_commit_names_the_checked_out_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    commit = git_commit()
+    assert commit is not None and re.fullmatch(r"[0-9a-f]{40}", commit)
+
+
+def test_git_commit_is_none_outside_a_work_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert git_commit() is None
+
+
+def test_emissions_metrics_hold_only_known_values() -> None:
+    result = EmissionsResult(kind="train", duration_s=2.0, energy_kwh=0.5, emissions_kg=None)
+    assert result.as_metrics() == {"train_energy_kwh": 0.5}
+
+
+def test_disabled_emissions_only_time_the_block(tmp_path: Path) -> None:
+    cfg = EmissionsSettings(enabled=False, output_file=tmp_path / "emissions.csv")
+    with track_emissions(cfg, "evaluate") as result:
+        pass
+    assert result.as_metrics() == {}
+    assert result.duration_s >= 0
+    assert not cfg.output_file.exists()
+
+
+def test_tracked_emissions_append_a_row_named_for_the_kind(tmp_path: Path) -> None:
+    cfg = EmissionsSettings(output_file=tmp_path / "out" / "emissions.csv")
+    for kind in ("train", "evaluate"):
+        with track_emissions(cfg, kind) as result:
+            sum(range(100_000))
+        # Power counters may be unreadable here: whatever is known must be a number >= 0.
+        assert all(value >= 0 for value in result.as_metrics().values())
+    with open(cfg.output_file) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["project_name"] for row in rows] == ["train", "evaluate"]
