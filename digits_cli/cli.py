@@ -37,7 +37,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register a command whose user mistakes (DigitsError) end in one stderr line, not a traceback."""
+    """Register a command whose user mistakes (DigitsError) end in one stderr line, no traceback."""
 
     def register(func: F) -> F:
         @functools.wraps(func)
@@ -72,7 +72,7 @@ def main(
 
 
 def settings(ctx: typer.Context, **sections: dict[str, Any]) -> Settings:
-    """The one settings object for a command; ``sections`` are its CLI options (None = not given)."""
+    """The one settings object for a command; ``sections`` hold its CLI options (None: unset)."""
     # Imported here: pydantic-settings and yaml are most of `digits --help`'s startup time.
     from digits_cli.config import load_settings
 
@@ -92,10 +92,14 @@ def config_command(ctx: typer.Context) -> None:
 @command("prepare")
 def prepare_command(
     ctx: typer.Context,
-    source_dir: Annotated[Path | None, typer.Option(help="Local folder with the four MNIST IDX files.")] = None,
+    source_dir: Annotated[
+        Path | None, typer.Option(help="Local folder with the four MNIST IDX files.")
+    ] = None,
     raw_dir: Annotated[Path | None, typer.Option(help="Where raw IDX files go.")] = None,
     processed_dir: Annotated[Path | None, typer.Option(help="Where the splits go.")] = None,
-    val_ratio: Annotated[float | None, typer.Option(help="Share of train held out for validation.")] = None,
+    val_ratio: Annotated[
+        float | None, typer.Option(help="Share of train held out for validation.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -123,7 +127,9 @@ def prepare_command(
 @command("validate")
 def validate_command(
     ctx: typer.Context,
-    processed_dir: Annotated[Path | None, typer.Option(help="Folder of the prepared splits.")] = None,
+    processed_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the prepared splits.")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Where the JSON report goes.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -249,7 +255,9 @@ def register_command(
     ctx: typer.Context,
     model_path: Annotated[Path | None, typer.Option(help="The evaluated checkpoint.")] = None,
     name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
-    min_accuracy: Annotated[float | None, typer.Option(help="Least test accuracy for champion.")] = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option(help="Least test accuracy for champion.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Make it champion regardless.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -337,7 +345,9 @@ def predict_command(
 def annotate_command(
     ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="The picture to read.")],
-    output: Annotated[Path, typer.Argument(help="Where the annotated copy goes (format from its extension).")],
+    output: Annotated[
+        Path, typer.Argument(help="Where the annotated copy goes (format from its extension).")
+    ],
     model: ModelOption = None,
     min_confidence: MinConfidenceOption = None,
 ) -> None:

@@ -209,7 +209,7 @@ def load_settings(
         _check_yaml(path)
     elif explicit:
         raise DigitsError(f"{path}: params file not found")
-    init = {
+    init: dict[str, Any] = {
         section: {key: value for key, value in values.items() if value is not None}
         for section, values in (overrides or {}).items()
     }

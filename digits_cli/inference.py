@@ -94,6 +94,8 @@ def _download_checkpoint(uri: str, settings: Settings) -> tuple[Path, str, str]:
             else:
                 name, _, number = name.partition("/")
                 found = client.get_model_version(name, number)
+            if found.run_id is None:
+                raise DigitsError(f"{uri}: the model version has no source run")
             run_id, version = found.run_id, str(found.version)
         folder = Path(
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT)
