@@ -34,8 +34,12 @@ lint: install ## ruff lint and format check, mypy
 	ruff format --check .
 	mypy digits_cli
 
-bench: install ## Run the benchmarks under bench/ and print their figures
+bench: install ## Run every benchmark under bench/ and print its figures (after `make run`; ~20 min)
 	python bench/cli_startup.py
+	python bench/read_speed.py --model models/model.pt
+	python bench/finder_quality.py --model models/model.pt
+	python bench/serve_bench.py --model models/model.pt --max-concurrency 1
+	python bench/train_bench.py
 
 clean: ## Remove generated data, models, reports and the local MLflow store
 	rm -rf data models reports mlruns mlflow.db emissions.csv

@@ -663,7 +663,7 @@ def test_ci_runs_lint_tests_and_a_dvc_dry_run(ci_steps: list[dict]) -> None:
     commands = [line.strip() for s in ci_steps for line in s.get("run", "").splitlines()]
     assert "make lint" in commands
     assert "make test" in commands
-    assert any(re.fullmatch(r"(\.venv/bin/)?dvc repro --dry", c) for c in commands)
+    assert any(re.fullmatch(r"(\.venv/bin/)?dvc repro --dry( --force)?", c) for c in commands)
 
 
 def test_ci_installs_cpu_torch_with_the_pyproject_pins(
