@@ -382,3 +382,31 @@ def serve_command(
 
     cfg = settings(ctx, serve={"host": host, "port": port, "model": model, "workers": workers})
     run_server(cfg)
+
+
+@command("emissions")
+def emissions_command(
+    ctx: typer.Context,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the totals as a bar chart (FILE.png).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the energy and CO2eq of the tracked runs (emissions.csv) by kind: train, evaluate..."""
+    from digits_cli.emissions_report import (
+        emissions_json,
+        plot_emissions,
+        print_emissions,
+        summarise_emissions,
+    )
+
+    path = settings(ctx).emissions.output_file
+    totals = summarise_emissions(path)
+    if plot is not None:
+        plot_emissions(totals, plot)
+    if as_json:
+        emit_json(emissions_json(totals))
+    else:
+        print_emissions(totals, path)
+        if plot is not None:
+            typer.echo(f"plot written to {plot}")
