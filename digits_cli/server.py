@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -811,9 +812,28 @@ def app_from_env() -> Starlette:
     return create_app(settings, on_load_error=stop_worker)
 
 
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """The workers' shared listening socket, created with protocol IPPROTO_TCP.
+
+    uvicorn's own (``Config.bind_socket``) leaves the protocol 0; accepted sockets inherit it and
+    asyncio then skips TCP_NODELAY, so every keep-alive response waits ~40 ms on the client's
+    delayed ACK (uvicorn issue 3149: 56 ms instead of 14 ms a request here).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DigitsError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
 def run_server(settings: Settings) -> None:
     """Run uvicorn until interrupted; a model that fails to load raises DigitsError."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     serve = settings.serve
     options: dict[str, Any] = {
@@ -845,10 +865,11 @@ def run_server(settings: Settings) -> None:
     os.environ[LOAD_ERROR_ENV] = str(error_file)
     os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
     try:
+        config = uvicorn.Config(
+            "digits_cli.server:app_from_env", factory=True, workers=serve.workers, **options
+        )
         with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.run(
-                "digits_cli.server:app_from_env", factory=True, workers=serve.workers, **options
-            )
+            Multiprocess(config, sockets=[tcp_listener(serve.host, serve.port)]).run()
         if error_file.exists():
             raise DigitsError(error_file.read_text())
     finally:
