@@ -28,6 +28,8 @@ def configure_tracking(cfg: TrackingSettings) -> str:
     """
     import mlflow
 
+    # Progress bars for artifact downloads would be noise on a command's stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
