@@ -855,10 +855,11 @@ def run_server(settings: Settings) -> None:
             failures.append(message)
             server.should_exit = True
 
+        listener = tcp_listener(serve.host, serve.port)  # a busy port: one clear line
         server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_error=stop), **options))
         # uvicorn re-raises the Ctrl-C it shut down gracefully on: stopping is not an error here.
         with contextlib.suppress(KeyboardInterrupt):
-            server.run()
+            server.run(sockets=[listener])
         if failures:
             raise DigitsError(failures[0])
         return

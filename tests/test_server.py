@@ -571,3 +571,21 @@ def test_digits_serve_with_a_missing_model_ends_with_one_error_line(tmp_path: Pa
     assert server.returncode == 1
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith(f"digits: error: {missing}")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_digits_serve_on_a_busy_port_is_one_error_line(
+    workers: str, small_checkpoint: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = digits_serve(
+            "--port", str(port), "--workers", workers, "--model", str(small_checkpoint)
+        )
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 1
+    assert stderr.strip().splitlines() == [
+        f"digits: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
