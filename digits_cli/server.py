@@ -75,6 +75,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER_SECONDS = "1"
+BUSY_PAUSE_SECONDS = 0.05
 # The page may only talk to this server: no CDN, no external request can slip in.
 PAGE_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -401,7 +402,14 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def busy_response() -> Response:
+async def busy_response() -> Response:
+    """503 with Retry-After, after a short pause.
+
+    Clients that retry at once instead of waiting Retry-After would otherwise turn the refusals
+    into a busy loop that takes the CPU and the GIL from the pictures being read (measured with
+    wrk at concurrency 32: one worker fell from 43 to 2-5 pictures/s).
+    """
+    await anyio.sleep(BUSY_PAUSE_SECONDS)
     return error_response(
         503,
         "server busy: the work queue is full, retry shortly",
@@ -477,7 +485,7 @@ def create_app(
         if (refusal := unavailable()) is not None:
             return refusal
         if state.gate.full:  # refuse before reading the body
-            return busy_response()
+            return await busy_response()
         deadline = time.monotonic() + serve.timeout
         try:
             with anyio.fail_after(serve.timeout):
@@ -485,7 +493,7 @@ def create_app(
                 response: Response = await state.gate.run(lambda: job(data, name, deadline))
                 return response
         except ServerBusy:
-            return busy_response()
+            return await busy_response()
         except (TimeoutError, Expired):
             return error_response(504, f"the request took longer than {serve.timeout:g} s")
         except ImageTooLarge as exc:
@@ -855,11 +863,13 @@ def run_server(settings: Settings) -> None:
             failures.append(message)
             server.should_exit = True
 
-        listener = tcp_listener(serve.host, serve.port)  # a busy port: one clear line
+        # A busy port gives one clear line. uvicorn then binds its own socket: one handed to it
+        # served ~20% fewer pictures/s with one worker here (bench/serve_bench.py), cause unknown.
+        tcp_listener(serve.host, serve.port).close()
         server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_error=stop), **options))
         # uvicorn re-raises the Ctrl-C it shut down gracefully on: stopping is not an error here.
         with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[listener])
+            server.run()
         if failures:
             raise DigitsError(failures[0])
         return
