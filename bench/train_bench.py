@@ -51,14 +51,13 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 def test_accuracy(checkpoint: Path, processed_dir: Path) -> float:
     """Accuracy of a checkpoint on the test split."""
     from digits_cli.data import load_split
+    from digits_cli.evaluation import predict_probabilities
     from digits_cli.model import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     test = load_split(processed_dir, "test")
-    images = torch.from_numpy(test.images).unsqueeze(1).float() / 255
-    with torch.inference_mode():
-        predictions = torch.cat([model(batch).argmax(1) for batch in images.split(1000)])
-    return float((predictions.numpy() == test.labels).mean())
+    predictions = predict_probabilities(model, test.images, batch_size=1000).argmax(1)
+    return float((predictions == test.labels).mean())
 
 
 def run_train(name: str, extra: list[str], processed_dir: Path, workdir: Path) -> dict:

@@ -198,12 +198,14 @@ def predict_probabilities(
     """Class probabilities (N, 10) for uint8 images (N, 28, 28); ``tta`` averages over shifts."""
     import torch
 
+    from digits_cli.model import model_input
+
     views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     model.eval()
     batches = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[start : start + batch_size]).float().div_(255).unsqueeze(1)
+            x = model_input(torch.from_numpy(images[start : start + batch_size]))
             views_probs = [torch.softmax(model(shift_images(x, dx, dy)), dim=1) for dx, dy in views]
             batches.append(torch.stack(views_probs).mean(dim=0).numpy())
     return np.concatenate(batches) if batches else np.zeros((0, N_CLASSES), dtype=np.float32)

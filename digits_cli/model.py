@@ -82,6 +82,11 @@ def build_lenet() -> nn.Module:
 BUILDERS = {"default": build_default, "small": build_small, "lenet": build_lenet}
 
 
+def model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], the Classifier's input."""
+    return images.unsqueeze(1).float().div_(255.0)
+
+
 class Classifier(nn.Module):
     """Normalises [0, 1] pixels with the training split's constants, then runs the network."""
 

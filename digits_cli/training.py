@@ -169,11 +169,6 @@ def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
     return float(pixels.mean()), float(pixels.std())
 
 
-def as_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], the Classifier's input."""
-    return images.unsqueeze(1).float().div_(255.0)
-
-
 def random_affine(
     batch: torch.Tensor, cfg: TrainSettings, generator: torch.Generator
 ) -> torch.Tensor:
@@ -235,12 +230,14 @@ def evaluate_split(
     import torch
     import torch.nn.functional as F
 
+    from digits_cli.model import model_input
+
     was_training = model.training
     model.eval()
     loss, correct = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(split), batch_size):
-            x = as_input(split.images[start : start + batch_size])
+            x = model_input(split.images[start : start + batch_size])
             y = split.labels[start : start + batch_size]
             logits = model(x.contiguous(memory_format=memory_format))
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -417,6 +414,8 @@ def fit(
     import torch.nn.functional as F
     from torch.nn.parallel import DistributedDataParallel
 
+    from digits_cli.model import model_input
+
     memory_format = torch.channels_last
     model.to(device).to(memory_format=memory_format)
     network: nn.Module = model
@@ -456,7 +455,7 @@ def fit(
             for step in range(steps_per_epoch):
                 first = step * global_batch + workers.rank * per_process_batch
                 idx = order[first : first + per_process_batch]
-                x = as_input(train_images[idx])
+                x = model_input(train_images[idx])
                 if cfg.augment:
                     x = random_affine(x, cfg, augment_rng)
                 x = x.contiguous(memory_format=memory_format)
@@ -615,7 +614,7 @@ def track_training(
 
     from digits_cli.emissions import track_emissions
     from digits_cli.io import write_json
-    from digits_cli.model import save_checkpoint
+    from digits_cli.model import model_input, save_checkpoint
     from digits_cli.tracking import configure_tracking, git_commit
 
     cfg = settings.train
@@ -676,7 +675,7 @@ def track_training(
         write_json(cfg.report, report)
         mlflow.log_artifact(str(cfg.report), artifact_path="reports")
         if saved:
-            log_model(cfg.model_path, as_input(val.images[:2]))
+            log_model(cfg.model_path, model_input(val.images[:2]))
         if outcome.interrupted:
             mlflow.end_run(status="KILLED")
     return report
