@@ -83,9 +83,10 @@ def print_emissions(totals: list[KindTotal], path: Path) -> None:
     """A rich table of the totals, one row per kind and an overall row."""
     from rich.table import Table
 
-    from digits_cli.reporting import console
+    from digits_cli.reporting import console, print_heading
 
-    table = Table(title=f"Emissions by run kind ({path})")
+    print_heading(f"Emissions by run kind ({path})")
+    table = Table()
     for name in ("kind", "runs", "duration (s)", "energy (kWh)", "CO2eq (kg)"):
         table.add_column(name, justify="left" if name == "kind" else "right")
     for total in totals:

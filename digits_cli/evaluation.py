@@ -627,10 +627,11 @@ def print_evaluation(result: Evaluation, settings: EvaluateSettings) -> None:
     """The summary and per-class tables."""
     from rich.table import Table
 
-    from digits_cli.reporting import console
+    from digits_cli.reporting import console, print_heading
 
     metrics = result.metrics
-    summary = Table(title=f"Test split: {metrics['n_test']:,} digits ({settings.model_path})")
+    print_heading(f"Test split: {metrics['n_test']:,} digits ({settings.model_path})")
+    summary = Table()
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     for key in SUMMARY_KEYS:
@@ -643,7 +644,7 @@ def print_evaluation(result: Evaluation, settings: EvaluateSettings) -> None:
         per_class.add_row(*row)
     console.print(summary)
     console.print(per_class)
-    console.print(
+    print_heading(
         f"metrics {settings.metrics}, plots {settings.plots_dir}/, "
         f"model card {settings.model_card}, MLflow run {result.run_id}"
     )

@@ -15,9 +15,15 @@ if TYPE_CHECKING:
 console = Console()
 
 
+def print_heading(text: str) -> None:
+    """One line above a table; never wrapped, so a long path stays whole and searchable."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
 def print_manifest(manifest: dict, processed_dir: Path) -> None:
     """The splits written by `digits prepare`."""
-    table = Table(title=f"MNIST splits in {processed_dir} (source: {manifest['source']})")
+    print_heading(f"MNIST splits in {processed_dir} (source: {manifest['source']})")
+    table = Table()
     table.add_column("split")
     table.add_column("digits", justify="right")
     table.add_column("per class", justify="left")
@@ -40,7 +46,8 @@ def print_checks(checks: list[Check]) -> None:
 
 def print_reading(name: str, reading: Reading) -> None:
     """The digits read in one picture, in reading order."""
-    table = Table(title=f"{name} ({reading.width}x{reading.height}): {reading.text!r}")
+    print_heading(f"{name} ({reading.width}x{reading.height}): {reading.text!r}")
+    table = Table()
     for column in ("#", "label", "confidence", "box (x, y, w, h)"):
         table.add_column(column, justify="right")
     for i, digit in enumerate(reading.digits, 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,11 +106,15 @@ def test_predict_reads_every_picture_in_a_folder(
 
 
 def test_predict_prints_a_table_for_people(
-    good_model: Path, run_cli: RunCli, small_checkpoint: Path
+    good_model: Path, run_cli: RunCli, small_checkpoint: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(good_model, "predict", str(PICTURE), "--model", str(small_checkpoint))
+    # A path longer than any terminal must still come out whole on one line.
+    picture = tmp_path / ("a-folder-with-a-long-name-" * 4) / PICTURE.name
+    picture.parent.mkdir()
+    shutil.copy(PICTURE, picture)
+    result = run_cli(good_model, "predict", str(picture), "--model", str(small_checkpoint))
     assert result.exit_code == 0, result.stderr
-    assert PICTURE.name in result.stdout
+    assert f"{picture} (300x400)" in result.stdout.splitlines()[0]
     assert "confidence" in result.stdout
 
 
