@@ -227,8 +227,8 @@ def start_server(
         if server.poll() is not None:
             raise SystemExit(f"digits serve exited with {server.returncode}; see {log}")
         try:
-            # every worker must be ready: ask several times over fresh connections
-            if all(httpx.get(f"{base}/ready", timeout=2).status_code == 200 for _ in range(6)):
+            # every worker must be ready: ask over 20 fresh connections (spread over the workers)
+            if all(httpx.get(f"{base}/ready", timeout=2).status_code == 200 for _ in range(20)):
                 return server, base
         except httpx.TransportError:
             pass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import platform
 import signal
 import socket
 import struct
@@ -32,7 +34,7 @@ from starlette.testclient import TestClient
 from digits_cli.config import Settings
 from digits_cli.errors import DigitsError
 from digits_cli.inference import LoadedModel, load_model
-from digits_cli.server import create_app
+from digits_cli.server import create_app, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURE = ROOT / "tests" / "data" / "real" / "seed-api-test.png"  # 7 hand-drawn digits
@@ -537,6 +539,28 @@ def digits_serve(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def wait_until_ready(server: subprocess.Popen[str], base: str, answers: int = 1) -> None:
+    """Until ``answers`` fresh connections in a row get 200 from /ready (one per worker, say)."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert server.poll() is None, server.communicate()[1]
+        assert time.monotonic() < deadline, "the server never became ready"
+        try:
+            if all(
+                httpx.get(f"{base}/ready", timeout=2).status_code == 200 for _ in range(answers)
+            ):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def stop(server: subprocess.Popen[str]) -> str:
+    """Ctrl-C the server; what it wrote on stderr."""
+    server.send_signal(signal.SIGINT)
+    return server.communicate(timeout=30)[1]
+
+
 def test_digits_serve_answers_on_loopback_and_stops_cleanly(
     small_checkpoint: Path, picture: bytes
 ) -> None:
@@ -544,24 +568,76 @@ def test_digits_serve_answers_on_loopback_and_stops_cleanly(
     server = digits_serve("--port", str(port), "--model", str(small_checkpoint))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            assert time.monotonic() < deadline, "the server never became ready"
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(server, base)
         response = httpx.post(f"{base}/predictions", **upload(picture), timeout=30)
         assert response.status_code == 200
         assert len(response.json()["digits"]) == 7
     finally:
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=30)
+        stderr = stop(server)
     assert server.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+@pytest.fixture(scope="module")
+def two_workers(small_checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A real `digits serve --workers 2`, ready, and its port."""
+    port = free_port()
+    server = digits_serve("--port", str(port), "--workers", "2", "--model", str(small_checkpoint))
+    try:
+        wait_until_ready(server, f"http://127.0.0.1:{port}", answers=20)
+        yield server, port
+    finally:
+        stop(server)
+
+
+def listening_pids(port: int) -> list[int]:
+    """The process of each socket listening on ``port`` on IPv4 (from /proc, Linux)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(fields[9])
+    pids = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                pids.append(int(fd.parts[2]))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+def test_each_worker_listens_on_its_own_socket_and_the_supervisor_on_none(
+    two_workers: tuple[subprocess.Popen[str], int],
+) -> None:
+    server, port = two_workers
+    pids = listening_pids(port)
+    assert len(pids) == 2
+    assert len(set(pids)) == 2
+    assert server.pid not in pids
+
+
+def test_metrics_count_the_requests_of_every_worker(
+    two_workers: tuple[subprocess.Popen[str], int], picture: bytes
+) -> None:
+    _, port = two_workers
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(12):  # each on a new connection, so both workers answer some
+        assert httpx.post(f"{base}/predictions", **upload(picture), timeout=30).status_code == 200
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    counts = {
+        s.labels["status"]: s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "digits_http_requests"
+        for s in family.samples
+        if s.labels["route"] == "/predictions"
+    }
+    assert counts == {"200": 12}
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="sets glibc's allocator thresholds")
+def test_serving_sets_the_allocator_to_keep_freed_memory_for_the_next_picture() -> None:
+    assert keep_freed_memory()
 
 
 def test_digits_serve_with_a_missing_model_ends_with_one_error_line(tmp_path: Path) -> None:
