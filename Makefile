@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export CODECARBON_LOG_LEVEL ?= error
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test browser lint bench clean
+.PHONY: help install run test browser lint bench image clean
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ bench: install ## Run every benchmark under bench/ and print its figures (after 
 	python bench/finder_quality.py --model models/model.pt
 	python bench/serve_bench.py --model models/model.pt --max-concurrency 1
 	python bench/train_bench.py
+
+image: install ## Build the Docker image `digits` with the registry's champion baked in (after `make run`)
+	digits export models/serving.pt
+	docker build --build-arg MODEL=/app/serving.pt -t digits .
 
 clean: ## Remove generated data, models, reports and the local MLflow store
 	rm -rf data models reports mlruns mlflow.db emissions.csv

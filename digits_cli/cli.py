@@ -367,6 +367,19 @@ def annotate_command(
     typer.echo(f"{output}: {len(reading.digits)} digits, read {reading.text!r}")
 
 
+@command("export")
+def export_command(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Argument(help="The checkpoint file to write.")],
+    model: ModelOption = None,
+) -> None:
+    """Write a model to one checkpoint file that serves without the registry (Docker image)."""
+    from digits_cli.inference import export_model
+
+    source = export_model(model, settings(ctx), output)
+    typer.echo(f"{output}: {source['name']} version {source['version']} from {source['uri']}")
+
+
 @command("serve")
 def serve_command(
     ctx: typer.Context,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 Classify = Callable[[np.ndarray], np.ndarray]
 CHECKPOINT_ARTIFACT = "checkpoint"
+EXPORTED_FROM = "exported_from"  # checkpoint metadata: the registry model a file was exported from
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,40 @@ def load_model(spec: str | None, settings: Settings) -> LoadedModel:
     """Load a model once.
 
     ``spec`` is ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/PATH``, a checkpoint
-    path, or ``None`` for the registry's champion.
+    path, or ``None`` for the registry's champion. An exported checkpoint keeps the registry name
+    and version it came from.
     """
-    from digits_cli.model import load_checkpoint
+    uri = spec or default_model_uri(settings)
+    model, _, name, version = _resolve(uri, settings)
+    return LoadedModel(make_classify(model), name, version, uri)
+
+
+def export_model(spec: str | None, settings: Settings, output: Path) -> dict[str, str]:
+    """Write the model ``spec`` names (as in load_model) to one checkpoint file at ``output``.
+
+    The file serves without the registry, e.g. baked into the Docker image, and still reports
+    the registry name and version it came from; the answer is that source.
+    """
+    from digits_cli.model import save_checkpoint
 
     uri = spec or default_model_uri(settings)
-    if not uri.startswith(("models:/", "runs:/")):
-        model, _ = load_checkpoint(Path(uri))
-        return LoadedModel(make_classify(model), Path(uri).stem, "local", uri)
-    checkpoint, name, version = _download_checkpoint(uri, settings)
-    model, _ = load_checkpoint(checkpoint)
-    return LoadedModel(make_classify(model), name, version, uri)
+    model, meta, name, version = _resolve(uri, settings)
+    source = {"name": name, "version": version, "uri": meta.get(EXPORTED_FROM, {}).get("uri", uri)}
+    save_checkpoint(output, model, {**meta, EXPORTED_FROM: source})
+    return source
+
+
+def _resolve(uri: str, settings: Settings) -> tuple[Any, dict[str, Any], str, str]:
+    """The eval-mode model ``uri`` names, its checkpoint metadata, its name and version."""
+    from digits_cli.model import load_checkpoint
+
+    if uri.startswith(("models:/", "runs:/")):
+        checkpoint, name, version = _download_checkpoint(uri, settings)
+        model, meta = load_checkpoint(checkpoint)
+        return model, meta, name, version
+    model, meta = load_checkpoint(Path(uri))
+    source = meta.get(EXPORTED_FROM, {})
+    return model, meta, source.get("name", Path(uri).stem), source.get("version", "local")
 
 
 def _download_checkpoint(uri: str, settings: Settings) -> tuple[Path, str, str]:

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from digits_cli.errors import DigitsError
+
 # mkstemp makes files only their owner can read; artifacts get the usual umask-based mode instead.
 # The umask can only be read by setting it, so it is read once, at import.
 _UMASK = os.umask(0o022)
@@ -20,20 +22,33 @@ FILE_MODE = 0o666 & ~_UMASK
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, renamed onto it only if the block succeeds."""
+    """Yield a temporary path beside ``path``, renamed onto it only if the block succeeds.
+
+    A place that cannot be written (a folder, no permission, read-only) raises DigitsError.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
+        )
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def cannot_write(path: Path, exc: OSError) -> DigitsError:
+    return DigitsError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 @contextmanager

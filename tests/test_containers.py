@@ -388,7 +388,10 @@ def test_dockerfile_copies_only_existing_files_the_context_keeps(
                 continue
             for source in words[:-1]:
                 copies += 1
-                assert (ROOT / source).exists(), f"COPY source {source} does not exist"
+                if source.endswith("*"):  # optional: may match nothing, but must not be ignored
+                    source = source.rstrip("*")
+                else:
+                    assert (ROOT / source).exists(), f"COPY source {source} does not exist"
                 assert not dockerignore_excludes(source, dockerignore), f"{source} is dockerignored"
     assert copies
 
@@ -423,6 +426,27 @@ def test_dockerfile_port_setting_matches_expose(final_stage: Stage, exposed_port
     env = " ".join(i.args for i in final_stage.all("ENV"))
     match = re.search(r"\bDIGITS_SERVE__PORT=(\d+)", env)
     assert match and int(match.group(1)) == exposed_port
+
+
+def test_the_baked_model_is_exported_copied_and_served_from_one_path(
+    final_stage: Stage, app: dict
+) -> None:
+    (optional,) = [
+        word.rstrip("*")
+        for copy in final_stage.all("COPY")
+        for word in split_flags(copy.args)[1][:-1]
+        if word.endswith("*")
+    ]
+    (workdir,) = final_stage.all("WORKDIR")
+    served = f"{workdir.args}/{Path(optional).name}"
+    assert re.search(
+        r"\bDIGITS_SERVE__MODEL=\$\{MODEL\}", " ".join(i.args for i in final_stage.all("ENV"))
+    )
+    assert app["build"]["args"]["MODEL"] == f"${{MODEL:-{served}}}"
+    image = re.search(r"^image:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert image, "the Makefile has no image target"
+    assert f"digits export {optional}" in image.group(1)
+    assert f"--build-arg MODEL={served}" in image.group(1)
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------

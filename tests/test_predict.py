@@ -10,6 +10,9 @@ import pytest
 from conftest import REAL_IMAGES, RunCli
 from PIL import Image
 
+from digits_cli.config import Settings
+from digits_cli.inference import load_model
+
 PICTURE = REAL_IMAGES / "seed-api-test.png"
 DIGIT_KEYS = {"label", "confidence", "box", "probabilities"}
 
@@ -118,6 +121,48 @@ def test_predict_prints_a_table_for_people(
     assert "confidence" in result.stdout
 
 
+@pytest.fixture
+def export(tmp_path: Path, good_model: Path, run_cli: RunCli, champion: str) -> tuple[Path, str]:
+    """The champion exported to a file by `digits export`, and what the command printed."""
+    exported = tmp_path / "serving.pt"
+    result = run_cli(good_model, "export", str(exported), "--model", champion)
+    assert result.exit_code == 0, result.stderr
+    return exported, result.stdout
+
+
+def test_export_writes_a_checkpoint_that_reads_pictures_as_the_registry_model_does(
+    export: tuple[Path, str], good_model: Path, run_cli: RunCli, champion: str
+) -> None:
+    exported, _ = export
+    readings = [
+        run_cli(good_model, "predict", str(REAL_IMAGES), "--json", "--model", model).stdout
+        for model in (champion, str(exported))
+    ]
+    assert readings[0] == readings[1]
+    assert len(json_lines(readings[0])) == len(list(REAL_IMAGES.glob("*.png")))
+
+
+def test_an_exported_checkpoint_keeps_the_registry_name_and_version(
+    export: tuple[Path, str], champion: str
+) -> None:
+    exported, printed = export
+    loaded = load_model(str(exported), Settings())
+    assert loaded.name == "predict-test"
+    assert loaded.version.isdigit()
+    assert printed == f"{exported}: predict-test version {loaded.version} from {champion}\n"
+
+
+def test_export_of_an_unknown_model_is_one_error_line_and_writes_nothing(
+    tmp_path: Path, good_model: Path, run_cli: RunCli
+) -> None:
+    exported = tmp_path / "serving.pt"
+    result = run_cli(good_model, "export", str(exported), "--model", "models:/no-such@champion")
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "no-such" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("suffix", "pil_format"), [(".png", "PNG"), (".jpg", "JPEG")])
 def test_annotate_writes_the_format_of_the_output_extension(
     suffix: str,
@@ -147,6 +192,19 @@ def test_annotate_refuses_an_unknown_format_and_writes_nothing(
     assert result.exit_code == 1
     assert "xyz" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_annotate_onto_a_folder_is_one_error_line_and_leaves_no_temporary_file(
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+) -> None:
+    output = tmp_path / "taken.png"
+    output.mkdir()
+    result = run_cli(
+        good_model, "annotate", str(PICTURE), str(output), "--model", str(small_checkpoint)
+    )
+    assert result.exit_code == 1
+    assert result.stderr == f"digits: error: cannot write {output}: Is a directory\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]
 
 
 def test_annotate_of_an_unreadable_picture_writes_nothing(
