@@ -7,20 +7,61 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # Typer's Click
+from typer.core import TyperGroup
 
 from digits_cli.errors import DigitsError
 
 if TYPE_CHECKING:
     from digits_cli.config import Settings
 
+
+class Commands(TyperGroup):
+    """The `digits` commands; a usage mistake (unknown option or command, missing argument, bad
+    value) is one line on stderr and exit status 2, like every other error, not a boxed panel."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        def run_typer() -> Any:
+            # Not standalone: Typer hands back the exceptions it would print as panels.
+            return super(Commands, self).main(
+                args, prog_name, complete_var, False, windows_expand_args, **extra
+            )
+
+        if not standalone_mode:
+            return run_typer()
+        try:
+            code = run_typer()
+        except NoArgsIsHelpError as exc:  # bare `digits`: Typer has printed the help already
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            message = exc.format_message().rstrip(".")
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            sys.exit(error_line(message + hint, exc.exit_code))
+        except ClickException as exc:
+            sys.exit(error_line(exc.format_message(), exc.exit_code))
+        except typer.Abort:
+            sys.exit(error_line("aborted"))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="digits",
     help="Handwritten-digit recognition: prepare MNIST, train, evaluate, register, read digits.",
+    cls=Commands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -30,10 +71,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one error line on stderr and return the exit to raise."""
+def error_line(message: str, code: int = 1) -> int:
+    """Print one error line on stderr; the exit status to end with."""
     typer.echo(f"digits: error: {message}", err=True)
-    return typer.Exit(code)
+    return code
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line on stderr and return the exit to raise from a command."""
+    return typer.Exit(error_line(message, code))
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:

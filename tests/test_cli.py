@@ -12,6 +12,7 @@ import pytest
 
 from digits_cli.cli import app
 
+PICTURE = Path(__file__).parent / "data" / "real" / "seed-api-test.png"
 HEAVY_MODULES = ("torch", "torchvision", "mlflow", "cv2", "dvc")
 COMMANDS = sorted(command.name for command in app.registered_commands if command.name)
 
@@ -72,6 +73,52 @@ def test_unknown_key_in_params_file_is_one_line(tmp_path: Path, clean_env: dict[
     result = run_digits(["config"], tmp_path, clean_env)
     assert result.returncode == 1
     assert result.stderr == "digits: error: invalid settings: train.epoch: unknown key\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict"], "Missing argument 'images' (see 'digits predict --help')"),
+        (["train", "--epochs", "many"], "Invalid value for '--epochs': "),
+        (["evaluate", "--no-such-option"], "No such option: --no-such-option"),
+        (["no-such-command"], "No such command 'no-such-command' (see 'digits --help')"),
+    ],
+    ids=["missing-argument", "bad-value", "unknown-option", "unknown-command"],
+)
+def test_a_usage_mistake_is_one_error_line_with_status_2(
+    args: list[str], message: str, tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    result = run_digits(args, tmp_path, clean_env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"digits: error: {message}")
+    assert result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_bare_digits_prints_the_help(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    result = run_digits([], tmp_path, clean_env)
+    assert result.returncode == 2
+    assert "Usage: digits" in result.stdout
+    assert result.stderr == ""
+
+
+def test_output_into_a_pipe_the_reader_closed_ends_without_a_traceback(
+    tmp_path: Path, clean_env: dict[str, str], small_checkpoint: Path
+) -> None:
+    # Enough JSON lines (~2 KB each) to overflow the pipe's buffer after the reader has gone.
+    for i in range(60):
+        (tmp_path / f"{i:02}.png").write_bytes(PICTURE.read_bytes())
+    command = [sys.executable, "-m", "digits_cli", "predict", str(tmp_path), "--json"]
+    command += ["--model", str(small_checkpoint)]
+    with subprocess.Popen(
+        command, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as reader:
+        assert reader.stdout is not None and reader.stderr is not None
+        assert json.loads(reader.stdout.readline())["image"].endswith("00.png")
+        reader.stdout.close()  # as `| head -1` does
+        stderr = reader.stderr.read()
+    assert reader.returncode == 1
+    assert stderr == ""
 
 
 # Runs --help in a fresh interpreter and prints the modules it imported.
