@@ -925,13 +925,11 @@ def run_server(settings: Settings) -> None:
             failures.append(message)
             server.should_exit = True
 
-        # A busy port gives one clear line. uvicorn then binds its own socket: one handed to it
-        # served ~20% fewer pictures/s with one worker here (bench/serve_bench.py), cause unknown.
-        tcp_listener(serve.host, serve.port).close()
+        listener = tcp_listener(serve.host, serve.port)  # a busy port is one clear line
         server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_error=stop), **options))
         # uvicorn re-raises the Ctrl-C it shut down gracefully on: stopping is not an error here.
         with contextlib.suppress(KeyboardInterrupt):
-            server.run()
+            server.run(sockets=[listener])
         if failures:
             raise DigitsError(failures[0])
         return
