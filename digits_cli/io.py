@@ -48,6 +48,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def cannot_write(path: Path, exc: OSError) -> DigitsError:
+    """The one-line error for an output the system refused, with its reason."""
     return DigitsError(f"cannot write {path}: {exc.strerror or exc}")
 
 

@@ -855,7 +855,7 @@ def app_from_env() -> Starlette:
 
 
 def tcp_listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A bound listening socket (not yet listening), created with protocol IPPROTO_TCP.
+    """A socket bound to ``host:port`` for uvicorn to listen on, created with protocol IPPROTO_TCP.
 
     uvicorn's own (``Config.bind_socket``) leaves the protocol 0; accepted sockets inherit it and
     asyncio then skips TCP_NODELAY, so every keep-alive response waits ~40 ms on the client's
