@@ -160,9 +160,13 @@ def load_checkpoint(path: Path) -> tuple[Classifier, dict[str, Any]]:
         raise DigitsError(f"{path}: model checkpoint not found; run `digits train` first")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}")
         model = Classifier(state["arch"], state["mean"], state["std"])
         model.load_state_dict(state["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+    except (MemoryError, DigitsError):
+        raise
+    except Exception as exc:  # unpickling arbitrary bytes fails in many ways (IndexError, ...)
         raise DigitsError(f"{path}: not a digits checkpoint ({exc.__class__.__name__})") from exc
     model.eval()
     return model, state.get("meta", {})

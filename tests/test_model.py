@@ -96,3 +96,24 @@ def test_a_checkpoint_reloads_to_the_same_predictions(tmp_path: Path) -> None:
 def test_an_unknown_architecture_is_a_user_error() -> None:
     with pytest.raises(DigitsError, match="unknown architecture 'resnet'"):
         Classifier("resnet")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"root:x:0:0:root:/root:/bin/bash\n", bytes(range(256)) * 4, b"PK\x03\x04" + b"\0" * 60],
+    ids=["empty", "text", "binary", "zip-header"],
+)
+def test_a_file_that_is_no_checkpoint_is_a_user_error_naming_it(
+    content: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(DigitsError, match=f"{path}: not a digits checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_torch_file_of_something_else_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(DigitsError, match="not a digits checkpoint"):
+        load_checkpoint(path)
