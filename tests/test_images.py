@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import struct
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import png_header_claiming
 from PIL import Image
 
 from digits_cli.errors import DigitsError
@@ -131,20 +130,6 @@ def test_formats_outside_the_supported_list_are_refused() -> None:
     gif = encoded(Image.fromarray(picture()), "GIF")
     with pytest.raises(UnsupportedImageFormat, match=r"anim\.gif"):
         decode_image(gif, "anim.gif", LIMIT)
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` RGB pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(("width", "height"), [(8_000, 6_000), (100_000, 100_000)])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,12 +179,17 @@ def test_two_processes_split_each_batch_and_drop_the_incomplete_one() -> None:
     assert batch_plan(100, 256, Workers()) == (100, 1)
 
 
-def short_fit(processed_dir: Path, seed: int, **overrides: Any) -> tuple[Outcome, list[int]]:
-    """Two epochs on 256 digits with one thread; returns the outcome and the epochs saved."""
+def short_fit(
+    processed_dir: Path,
+    seed: int,
+    on_epoch: Callable[[dict[str, float], int], None] = lambda metrics, epoch: None,
+    **overrides: Any,
+) -> tuple[Outcome, list[int]]:
+    """A few epochs (two unless overridden) on 256 digits with one thread; the outcome and the
+    epochs whose model was saved."""
     torch.set_num_threads(1)
-    cfg = TrainSettings(
-        epochs=2, batch_size=64, lr=0.05, max_train_samples=256, seed=seed, **overrides
-    )
+    settings = {"epochs": 2, "batch_size": 64, "lr": 0.05, "max_train_samples": 256, **overrides}
+    cfg = TrainSettings(seed=seed, **settings)
     train, val = load_tensors(processed_dir, cfg)
     torch.manual_seed(seed)
     model = Classifier("small", *pixel_stats(train.images))
@@ -196,46 +202,33 @@ def short_fit(processed_dir: Path, seed: int, **overrides: Any) -> tuple[Outcome
         Workers(),
         torch.device("cpu"),
         on_best=lambda _, outcome: saved.append(outcome.best_epoch),
-        on_epoch=lambda metrics, epoch: None,
+        on_epoch=on_epoch,
     )
     return outcome, saved
+
+
+def without_speed(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Epoch metrics without images/s, which depends on the machine's load."""
+    return [{k: v for k, v in m.items() if k != "images_per_second"} for m in history]
 
 
 def test_the_same_seed_gives_the_same_metrics(processed_dir: Path) -> None:
     first, _ = short_fit(processed_dir, seed=3)
     second, _ = short_fit(processed_dir, seed=3)
     other, _ = short_fit(processed_dir, seed=4)
-    strip = [{k: v for k, v in m.items() if k != "images_per_second"} for m in first.history]
-    assert strip == [
-        {k: v for k, v in m.items() if k != "images_per_second"} for m in second.history
-    ]
+    assert without_speed(first.history) == without_speed(second.history)
     assert first.history[-1]["train_loss"] != other.history[-1]["train_loss"]
 
 
 def test_ctrl_c_stops_cleanly_after_keeping_the_best_model(processed_dir: Path) -> None:
-    torch.set_num_threads(1)
-    cfg = TrainSettings(epochs=3, batch_size=64, max_train_samples=128)
-    train, val = load_tensors(processed_dir, cfg)
-    saved: list[int] = []
-
     def interrupt(metrics: dict[str, float], epoch: int) -> None:
         raise KeyboardInterrupt
 
-    outcome = fit(
-        Classifier("small"),
-        train,
-        val,
-        cfg,
-        Workers(),
-        torch.device("cpu"),
-        on_best=lambda _, outcome: saved.append(outcome.best_epoch),
-        on_epoch=interrupt,
+    outcome, saved = short_fit(
+        processed_dir, seed=0, on_epoch=interrupt, epochs=3, max_train_samples=128
     )
     assert outcome.interrupted and outcome.epochs == 1
     assert saved == [1]
-
-
-# --- The command --------------------------------------------------------------------------------
 
 
 def test_train_reports_what_it_did(report: dict[str, Any]) -> None:
