@@ -150,8 +150,8 @@ def load_tensors(processed_dir: Path, cfg: TrainSettings) -> tuple[Tensors, Tens
     train, val = load_split(processed_dir, "train"), load_split(processed_dir, "val")
     images, labels = train.images, train.labels
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(labels):
-        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(labels)))
-        keep = keep[: cfg.max_train_samples]
+        chosen = np.random.default_rng(cfg.seed).permutation(len(labels))[: cfg.max_train_samples]
+        keep = np.sort(chosen)  # the subset in the split's own order
         images, labels = images[keep], labels[keep]
     if len(labels) == 0 or len(val.labels) == 0:
         raise DigitsError(f"{processed_dir}: the train and val splits must not be empty")

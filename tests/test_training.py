@@ -179,6 +179,17 @@ def test_two_processes_split_each_batch_and_drop_the_incomplete_one() -> None:
     assert batch_plan(100, 256, Workers()) == (100, 1)
 
 
+def test_max_train_samples_takes_a_seeded_random_subset(processed_dir: Path) -> None:
+    full, _ = load_tensors(processed_dir, TrainSettings())
+    first, _ = load_tensors(processed_dir, TrainSettings(max_train_samples=100, seed=1))
+    again, _ = load_tensors(processed_dir, TrainSettings(max_train_samples=100, seed=1))
+    other, _ = load_tensors(processed_dir, TrainSettings(max_train_samples=100, seed=2))
+    assert len(first) == 100
+    assert torch.equal(first.images, again.images)
+    assert not torch.equal(first.images, other.images)
+    assert not torch.equal(first.images, full.images[:100])
+
+
 def short_fit(
     processed_dir: Path,
     seed: int,
