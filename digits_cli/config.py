@@ -94,9 +94,14 @@ class RegistrySettings(Section):
     report: Path = Path("reports/registry.json")
 
 
+# Pillow refuses pictures over twice its MAX_IMAGE_PIXELS (2 x 89,478,485) before the header
+# check of images.decode_image runs; a larger segment.max_pixels could never be honoured.
+PILLOW_PIXEL_LIMIT = 178_956_970
+
+
 class SegmentSettings(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)
-    max_pixels: int = Field(40_000_000, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0, le=PILLOW_PIXEL_LIMIT)
     min_digit_height: int = Field(8, gt=0, description="smallest digit found, in pixels")
     min_contrast: float = Field(
         0.08, gt=0, le=1, description="weakest ink, as colour distance from the paper (0-1)"

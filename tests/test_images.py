@@ -11,6 +11,7 @@ import pytest
 from conftest import png_header_claiming
 from PIL import Image
 
+from digits_cli.config import PILLOW_PIXEL_LIMIT, Settings
 from digits_cli.errors import DigitsError
 from digits_cli.images import (
     ImageTooLarge,
@@ -187,3 +188,9 @@ def test_lossy_encoding_stays_close(extension: str) -> None:
 def test_unknown_output_format_is_a_user_error() -> None:
     with pytest.raises(DigitsError, match=r"cannot write pictures as '\.xyz'"):
         encode_image(picture(), ".xyz")
+
+
+def test_the_pixel_limit_setting_stays_within_what_pillow_can_decode() -> None:
+    assert 2 * Image.MAX_IMAGE_PIXELS == PILLOW_PIXEL_LIMIT
+    with pytest.raises(ValueError, match="max_pixels"):
+        Settings(segment={"max_pixels": PILLOW_PIXEL_LIMIT + 1})
