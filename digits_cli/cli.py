@@ -376,7 +376,7 @@ def predict_command(
         try:
             _, reading = reader.read_file(path)
         except DigitsError as exc:
-            typer.echo(f"digits: error: {exc}", err=True)
+            error_line(str(exc))
             failures += 1
             continue
         if as_json:

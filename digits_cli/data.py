@@ -27,7 +27,7 @@ import numpy as np
 
 from digits_cli.config import DataSettings
 from digits_cli.errors import DigitsError
-from digits_cli.io import atomic_open, atomic_path, sha256_file, write_json
+from digits_cli.io import atomic_open, sha256_file, write_json
 
 RAW_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -336,7 +336,7 @@ def split_digest(split: Split) -> str:
 
 def save_split(path: Path, split: Split) -> None:
     """Write one split as ``.npz`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_open(path, "wb") as handle:
         np.savez(handle, images=split.images, labels=split.labels)
 
 

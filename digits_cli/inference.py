@@ -11,12 +11,12 @@ import numpy as np
 
 from digits_cli.config import SegmentSettings, Settings
 from digits_cli.errors import DigitsError
+from digits_cli.tracking import CHECKPOINT_ARTIFACT, configure_tracking
 
 if TYPE_CHECKING:
     from digits_cli.finder import Reading
 
 Classify = Callable[[np.ndarray], np.ndarray]
-CHECKPOINT_ARTIFACT = "checkpoint"
 EXPORTED_FROM = "exported_from"  # checkpoint metadata: the registry model a file was exported from
 
 
@@ -102,8 +102,6 @@ def _download_checkpoint(uri: str, settings: Settings) -> tuple[Path, str, str]:
     """Resolve a registry or run URI to the run's logged checkpoint file, downloaded locally."""
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from digits_cli.tracking import configure_tracking
 
     configure_tracking(settings.tracking)
     client = mlflow.MlflowClient()

@@ -13,6 +13,7 @@ from pathlib import Path
 from digits_cli.config import TrackingSettings
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+CHECKPOINT_ARTIFACT = "checkpoint"  # the run's folder holding the checkpoint file, for inference
 
 
 def tracking_uri(cfg: TrackingSettings) -> str:

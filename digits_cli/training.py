@@ -530,6 +530,7 @@ def log_model(checkpoint: Path, example: torch.Tensor) -> None:
     from mlflow.models import infer_signature
 
     from digits_cli.model import load_checkpoint
+    from digits_cli.tracking import CHECKPOINT_ARTIFACT
 
     model, _ = load_checkpoint(checkpoint)
     with torch.inference_mode():
@@ -545,7 +546,7 @@ def log_model(checkpoint: Path, example: torch.Tensor) -> None:
             f"mlflow=={mlflow.__version__}",
         ],
     )
-    mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
+    mlflow.log_artifact(str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT)
 
 
 def train_model(
