@@ -529,22 +529,13 @@ def model_card(
 def resolve_run(tracking: TrackingSettings, run_id: str | None) -> str | None:
     """Point MLflow at the store and check the checkpoint's run exists there (None: no run yet)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    from digits_cli.tracking import configure_tracking
+    from digits_cli.tracking import checkpoint_run, configure_tracking
 
     uri = configure_tracking(tracking)
     if not run_id:
         return None
-    try:
-        run = mlflow.MlflowClient().get_run(run_id)
-    except MlflowException as exc:
-        raise DigitsError(
-            f"the checkpoint's MLflow run {run_id} is not in {uri}; "
-            "evaluate with the tracking.uri it was trained with"
-        ) from exc
-    if run.info.lifecycle_stage == "deleted":
-        raise DigitsError(f"the checkpoint's MLflow run {run_id} is deleted in {uri}")
+    run = checkpoint_run(run_id, uri, "evaluate with the tracking.uri it was trained with")
     # MLflow resumes a run only within the active experiment, which tracking.experiment may not be.
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
     return run_id

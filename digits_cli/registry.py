@@ -58,21 +58,17 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
     Registering the same run again reuses its version.
     """
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from digits_cli.model import load_checkpoint
-    from digits_cli.tracking import configure_tracking, git_commit
+    from digits_cli.tracking import checkpoint_run, configure_tracking, git_commit
 
     _, meta = load_checkpoint(model_path)
     run_id = meta.get("mlflow_run_id")
     if not run_id:
         raise DigitsError(f"{model_path}: no MLflow run recorded; train it with tracking on")
-    configure_tracking(settings.tracking)
+    uri = configure_tracking(settings.tracking)
+    run = checkpoint_run(run_id, uri, "register with the tracking.uri it was trained with")
     client = mlflow.MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise DigitsError(f"MLflow run {run_id} not found in {mlflow.get_tracking_uri()}") from exc
     accuracy = run.data.metrics.get("test_accuracy")
     if accuracy is None:
         raise DigitsError(f"run {run_id} has no test_accuracy; run `digits evaluate` first")

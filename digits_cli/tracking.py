@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from digits_cli.config import TrackingSettings
+from digits_cli.errors import DigitsError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 CHECKPOINT_ARTIFACT = "checkpoint"  # the run's folder holding the checkpoint file, for inference
@@ -53,3 +55,20 @@ def git_commit() -> str | None:
         return None
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and commit else None
+
+
+def checkpoint_run(run_id: str, uri: str, hint: str) -> Any:
+    """The MLflow run a checkpoint was trained in, from the store at ``uri`` (configured).
+
+    A run missing from that store, or deleted there, is a DigitsError; ``hint`` says what to do.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as exc:
+        raise DigitsError(f"the checkpoint's MLflow run {run_id} is not in {uri}; {hint}") from exc
+    if run.info.lifecycle_stage == "deleted":
+        raise DigitsError(f"the checkpoint's MLflow run {run_id} is deleted in {uri}")
+    return run

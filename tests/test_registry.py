@@ -99,3 +99,21 @@ def test_register_without_evaluation_says_what_to_run(
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "digits evaluate" in result.stderr
+
+
+def test_a_model_whose_run_was_deleted_is_refused_in_one_line(
+    evaluated_model: EvaluatedModel, run_cli: RunCli, tracking_uri: str
+) -> None:
+    import mlflow
+
+    from digits_cli.model import load_checkpoint
+
+    params = evaluated_model("deleted", max_train_samples=100)
+    _, meta = load_checkpoint(params.parent / "model.pt")
+    mlflow.MlflowClient(tracking_uri=tracking_uri).delete_run(meta["mlflow_run_id"])
+    result = run_cli(params, "register", "--name", "deleted-run")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"digits: error: the checkpoint's MLflow run {meta['mlflow_run_id']} is deleted in "
+        f"{tracking_uri}"
+    ]
