@@ -357,17 +357,22 @@ def load_data(processed_dir: Path) -> dict[str, Split]:
     return {name: load_split(processed_dir, name) for name in SPLITS}
 
 
-def load_manifest(processed_dir: Path) -> dict:
-    """The manifest written by :func:`prepare_data`."""
+def manifest_path(processed_dir: Path) -> Path:
+    """The manifest written by :func:`prepare_data`; DigitsError when there is none."""
     path = Path(processed_dir) / MANIFEST
     if not path.is_file():
         raise DigitsError(f"{path}: not found; run `digits prepare` first")
-    return _read_json(path)
+    return path
+
+
+def load_manifest(processed_dir: Path) -> dict:
+    """The manifest written by :func:`prepare_data`."""
+    return _read_json(manifest_path(processed_dir))
 
 
 def manifest_digest(processed_dir: Path) -> str:
     """sha256 of the manifest file: one hash that names the exact data a model saw."""
-    return sha256_file(Path(processed_dir) / MANIFEST)
+    return sha256_file(manifest_path(processed_dir))
 
 
 def prepare_data(

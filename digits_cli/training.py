@@ -558,14 +558,13 @@ def train_model(
     """
     import torch
 
-    from digits_cli.data import MANIFEST, manifest_digest
+    from digits_cli.data import manifest_digest
     from digits_cli.model import Classifier, count_macs, count_parameters
 
     cfg = settings.train
     processed_dir = settings.data.processed_dir
     train, val = load_tensors(processed_dir, cfg)
-    if not (processed_dir / MANIFEST).is_file():
-        raise DigitsError(f"{processed_dir / MANIFEST}: not found; run `digits prepare` first")
+    data_digest = manifest_digest(processed_dir)
 
     workers = workers_from_env()
     device = pick_device(workers)
@@ -593,7 +592,7 @@ def train_model(
             val,
             workers,
             device,
-            manifest_digest(processed_dir),
+            data_digest,
             facts,
             stream,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -331,6 +332,20 @@ def test_missing_processed_data_is_one_clear_line(tracking_uri: str, tmp_path: P
     assert result.stderr.strip().splitlines() == [
         f"digits: error: {tmp_path / 'nowhere' / 'train.npz'}: not found; "
         "run `digits prepare` first"
+    ]
+    assert not (tmp_path / "models").exists()
+
+
+def test_splits_without_their_manifest_are_one_clear_line(
+    tracking_uri: str, processed_dir: Path, tmp_path: Path
+) -> None:
+    splits = tmp_path / "processed"
+    shutil.copytree(processed_dir, splits, ignore=shutil.ignore_patterns("manifest.json"))
+    params = write_params(tmp_path, splits)
+    result = invoke(tracking_uri, "--params", str(params), "train")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"digits: error: {splits / 'manifest.json'}: not found; run `digits prepare` first"
     ]
     assert not (tmp_path / "models").exists()
 
