@@ -324,6 +324,7 @@ def write_plots(
     probabilities: np.ndarray,
     y_true: np.ndarray,
     metrics: dict[str, Any],
+    confusion: np.ndarray,
     settings: EvaluateSettings,
 ) -> PlotFiles:
     """Write the confusion (CSV for `dvc plots`, PNG), reliability (CSV, PNG) and mistakes grid."""
@@ -334,7 +335,7 @@ def write_plots(
         ["actual", "predicted"],
         zip(y_true.tolist(), y_pred.tolist(), strict=True),
     )
-    plot_confusion(confusion_matrix(y_true, y_pred, probabilities.shape[1]), files.confusion_png)
+    plot_confusion(confusion, files.confusion_png)
     bins = reliability_bins(probabilities, y_true, settings.calibration_bins)
     columns = ["lower", "upper", "count", "confidence", "accuracy"]
     write_csv(files.calibration_csv, columns, ([b[c] for c in columns] for b in bins))
@@ -590,7 +591,7 @@ def evaluate(settings: Settings) -> Evaluation:
         probabilities = predict_probabilities(model, test.images, cfg.batch_size, cfg.tta)
         metrics = evaluation_metrics(probabilities, test.labels, cfg.calibration_bins)
         confusion = confusion_matrix(test.labels, probabilities.argmax(axis=1))
-        plots = write_plots(test.images, probabilities, test.labels, metrics, cfg)
+        plots = write_plots(test.images, probabilities, test.labels, metrics, confusion, cfg)
         write_json(cfg.metrics, metrics)
 
     # A new run (no training run recorded) is opened here so the card can name it; the card is
