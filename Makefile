@@ -12,11 +12,11 @@ export CODECARBON_LOG_LEVEL ?= error
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## Create .venv and install digits (editable, with dev tools); seconds when nothing changed
+install: $(STAMP) ## Create .venv and install digits with every extra (editable: train, registry, dev tools); seconds when nothing changed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,registry,dev]'
 	touch $(STAMP)
 
 run: install ## Run the whole pipeline: dvc repro (prepare, validate, train, evaluate, register)
@@ -36,14 +36,16 @@ lint: install ## ruff lint and format check, mypy
 
 bench: install ## Run every benchmark under bench/ and print its figures (after `make run`; ~20 min)
 	python bench/cli_startup.py
-	python bench/read_speed.py --model models/model.pt
-	python bench/finder_quality.py --model models/model.pt
-	python bench/serve_bench.py --model models/model.pt --max-concurrency 1
+	python bench/read_speed.py
+	python bench/predict_jobs.py
+	python bench/base_install.py
+	python bench/finder_quality.py
+	python bench/serve_bench.py --max-concurrency 1
 	python bench/train_bench.py
 
 image: install ## Build the Docker image `digits` with the registry's champion baked in (after `make run`)
-	digits export models/serving.pt
-	docker build --build-arg MODEL=/app/serving.pt -t digits .
+	digits export models/serving.onnx
+	docker build --build-arg MODEL=/app/serving.onnx -t digits .
 
 clean: ## Remove generated data, models, reports and the local MLflow store
 	rm -rf data models reports mlruns mlflow.db emissions.csv

@@ -26,7 +26,7 @@ from synthetic import DEFAULT_DIGITS, load_digits, make_set
 from digits_cli.config import SegmentSettings, load_settings
 from digits_cli.finder import Digit, read_digits
 from digits_cli.images import read_image_file
-from digits_cli.inference import make_classify
+from digits_cli.inference import load_model
 
 REAL = Path("tests/data/real")
 
@@ -123,21 +123,21 @@ def size_band(height: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    parser.add_argument(
+        "--model", default=None, help="as digits predict --model (default: the champion)"
+    )
     parser.add_argument("--count", type=int, default=300, help="synthetic pictures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    import torch
+    import cv2
 
-    from digits_cli.model import load_checkpoint
-
-    torch.set_num_threads(args.threads)
-    model, _ = load_checkpoint(args.model)
-    classify = make_classify(model)
-    cfg = load_settings().segment
+    cv2.setNumThreads(args.threads)
+    settings = load_settings()
+    classify = load_model(args.model, settings).classify
+    cfg = settings.segment
     report_real(classify, cfg)
     report_synthetic(classify, cfg, args.count, args.seed, args.digits)
 

@@ -1,9 +1,10 @@
 """How fast one picture is read in-process: decode + find + classify, after warm-up.
 
-    .venv/bin/python bench/read_speed.py [--model models/model.pt] [--runs 200] [--threads 1]
+    .venv/bin/python bench/read_speed.py [--model MODEL] [--runs 200] [--threads 1]
 
 The picture is 640x480 PNG holding 10 MNIST test digits (two rows of numbers) on paper with a
-lighting gradient. Torch and OpenCV run on ``--threads`` threads (1, as `digits serve` does).
+lighting gradient. The model (default: the champion, as `digits predict` picks it) runs on ONNX
+Runtime with one thread; OpenCV on ``--threads`` threads (1, as `digits serve` does).
 Prints median and p90 milliseconds of the whole read and of each stage, wall-clock and CPU time
 of this process (other work on a shared machine inflates the first more than the second), and
 the load average before and after.
@@ -26,14 +27,15 @@ from synthetic import DEFAULT_DIGITS, load_digits, paste_digit
 from digits_cli.config import load_settings
 from digits_cli.finder import read_digits
 from digits_cli.images import decode_image, encode_image
-from digits_cli.inference import make_classify
+from digits_cli.inference import load_model
 
 
-def test_picture(digits: Path) -> bytes:
-    """A 640x480 PNG with 10 digits, 50 px tall: numbers of 3 and 2 digits, then 2 and 3."""
+def test_picture(digits: Path, seed: int = 0) -> bytes:
+    """A 640x480 PNG with 10 digits, 50 px tall: numbers of 3 and 2 digits, then 2 and 3
+    (``seed`` picks the digits)."""
     images, _ = load_digits(digits)
     alpha = np.zeros((480, 640), np.float32)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for y, numbers in ((120, ((60, 3), (300, 2))), (300, ((120, 2), (380, 3)))):
         for x, count in numbers:
             for _ in range(count):
@@ -56,23 +58,22 @@ def load_average() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    parser.add_argument(
+        "--model", default=None, help="as digits predict --model (default: the champion)"
+    )
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     args = parser.parse_args()
 
     import cv2
-    import torch
 
-    from digits_cli.model import load_checkpoint
-
-    torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    model, _ = load_checkpoint(args.model)
-    classify_batch = make_classify(model)
-    cfg = load_settings().segment
+    settings = load_settings()
+    model = load_model(args.model, settings)
+    classify_batch = model.classify  # ONNX Runtime, one thread (digits_cli.runtime)
+    cfg = settings.segment
     data = test_picture(args.digits)
     classify_time = np.zeros(2)  # wall, CPU
 
@@ -101,7 +102,8 @@ def main() -> None:
     assert reading is not None
     print(
         f"640x480 PNG, {len(reading.digits)} digits read as {reading.text!r}; "
-        f"{args.runs} runs after {args.warmup} warm-up, torch and OpenCV threads {args.threads}; "
+        f"model {model.name} v{model.version}; {args.runs} runs after {args.warmup} warm-up, "
+        f"OpenCV threads {args.threads}; "
         f"load average {load_before} before, {load_average()} after ({os.cpu_count()} CPUs)"
     )
     for name, samples in stages.items():

@@ -7,12 +7,13 @@ seconds after a 503, as a well-behaved client does. It runs on the same machine,
 CPU from the server: the figures are a lower bound. For each --workers value a real `digits serve`
 is started on a free loopback port and stopped afterwards.
 
-    .venv/bin/python bench/serve_bench.py [--model models/model.pt] [--seconds 10]
+    .venv/bin/python bench/serve_bench.py [--model models/champion/model.onnx] [--seconds 10]
         [--max-concurrency N]
 
 One worker runs ``serve.max_concurrency`` (default 2) pictures at once in threads, and the
-pipeline (OpenCV, numpy, torch) mostly releases the GIL, so one worker alone can use both cores;
-``--max-concurrency 1`` gives each worker one core, the setting the two-worker target assumes.
+pipeline (OpenCV, numpy, ONNX Runtime) mostly releases the GIL, so one worker alone can use both
+cores; ``--max-concurrency 1`` gives each worker one core, the setting the two-worker target
+assumes.
 
 Targets (issue 5): one worker >= 75% of the in-process single-core rate; two workers >= 1.6x one
 worker; p99 at concurrency 32 bounded by the queue (admitted work / throughput, Little's law).
@@ -248,7 +249,7 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="models/model.pt", help="checkpoint to serve")
+    parser.add_argument("--model", default="models/champion/model.onnx", help="model file to serve")
     parser.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -265,7 +266,7 @@ def main() -> None:
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
     model = str((ROOT / args.model).resolve()) if not Path(args.model).is_absolute() else args.model
     if not Path(model).is_file():
-        raise SystemExit(f"{model}: no checkpoint; run `make run` or pass --model")
+        raise SystemExit(f"{model}: no model file; run `make run` or pass --model")
 
     from digits_cli.config import load_settings
 

@@ -16,10 +16,11 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # Typer's Click
 from typer.core import TyperGroup
 
-from digits_cli.errors import DigitsError
+from digits_cli.errors import DigitsError, missing_extra
 
 if TYPE_CHECKING:
     from digits_cli.config import Settings
+    from digits_cli.inference import LoadedModel
 
 
 class Commands(TyperGroup):
@@ -82,8 +83,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(error_line(message, code))
 
 
-def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register a command whose user mistakes (DigitsError) end in one stderr line, no traceback."""
+def command(name: str | None = None, needs: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command whose user mistakes (DigitsError) end in one stderr line, no traceback.
+
+    ``needs`` names the extra the command needs (pyproject.toml), for the error when it is not
+    installed; without it, the extra of whichever module was missing.
+    """
 
     def register(func: F) -> F:
         @functools.wraps(func)
@@ -92,6 +97,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 return func(*args, **kw)
             except DigitsError as exc:
                 raise fail(str(exc)) from None
+            except ModuleNotFoundError as exc:  # an extra this command needs is not installed
+                error = missing_extra(exc, needs)
+                if not isinstance(error, DigitsError):
+                    raise
+                raise fail(str(error)) from None
             except KeyboardInterrupt:
                 raise fail("interrupted", 130) from None
 
@@ -135,7 +145,7 @@ def config_command(ctx: typer.Context) -> None:
     typer.echo(settings(ctx).to_yaml(), nl=False)
 
 
-@command("prepare")
+@command("prepare", needs="train")
 def prepare_command(
     ctx: typer.Context,
     source_dir: Annotated[
@@ -170,7 +180,7 @@ def prepare_command(
         print_manifest(manifest, cfg.data.processed_dir)
 
 
-@command("validate")
+@command("validate", needs="train")
 def validate_command(
     ctx: typer.Context,
     processed_dir: Annotated[
@@ -200,7 +210,7 @@ def validate_command(
         raise DigitsError(f"validation failed: {failed} (see {cfg.validate.report})")
 
 
-@command("train")
+@command("train", needs="train")
 def train_command(
     ctx: typer.Context,
     preset: Annotated[
@@ -269,7 +279,7 @@ def train_command(
         raise fail(f"interrupted; best checkpoint so far kept, report in {cfg.train.report}", 130)
 
 
-@command("evaluate")
+@command("evaluate", needs="train")
 def evaluate_command(
     ctx: typer.Context,
     model_path: Annotated[Path | None, typer.Option(help="The checkpoint to evaluate.")] = None,
@@ -296,7 +306,7 @@ def evaluate_command(
         print_evaluation(result, cfg.evaluate)
 
 
-@command("register")
+@command("register", needs="train")
 def register_command(
     ctx: typer.Context,
     model_path: Annotated[Path | None, typer.Option(help="The evaluated checkpoint.")] = None,
@@ -326,14 +336,16 @@ def register_command(
         f"registered {result.name} v{result.version} (test accuracy {result.test_accuracy:.4f}) "
         f"as candidate, {verdict}: {result.reason}"
     )
+    if result.champion_file:
+        typer.echo(f"champion v{result.champion_version} written to {result.champion_file}")
 
 
 ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/PATH or a checkpoint file "
-        "(default: the registry's champion).",
+        help="An ONNX file, models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID or a .pt "
+        "checkpoint (default: the champion, from registry.champion_dir or the registry).",
         show_default=False,
     ),
 ]
@@ -342,19 +354,14 @@ MinConfidenceOption = Annotated[
 ]
 
 
-def picture_files(paths: list[Path]) -> list[Path]:
-    """The given files, and the pictures inside given folders (sorted)."""
-    from digits_cli.images import OUTPUT_FORMATS
+JobsOption = Annotated[
+    int | None,
+    typer.Option(help="Processes reading files at once (0: every core).", show_default=False),
+]
 
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(
-                p for p in sorted(path.iterdir()) if p.suffix.lower().lstrip(".") in OUTPUT_FORMATS
-            )
-        else:
-            files.append(path)
-    return files
+
+def model_line(model: LoadedModel) -> str:
+    return f"model {model.name} version {model.version} ({model.uri})"
 
 
 @command("predict")
@@ -363,26 +370,31 @@ def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Pictures, or folders of pictures.")],
     model: ModelOption = None,
     min_confidence: MinConfidenceOption = None,
+    jobs: JobsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Read every digit in pictures."""
-    from digits_cli.inference import DigitReader, load_model
-    from digits_cli.reporting import print_reading
+    """Read every digit in pictures (JSON Lines with --json, one line per picture, in order)."""
+    from digits_cli.batch import picture_files, read_files
+    from digits_cli.inference import load_model
 
-    cfg = settings(ctx, segment={"min_confidence": min_confidence})
-    reader = DigitReader(load_model(model, cfg), cfg.segment)
+    cfg = settings(ctx, segment={"min_confidence": min_confidence}, predict={"jobs": jobs})
+    files = picture_files(images)
+    loaded = load_model(model, cfg)
+    if not as_json:
+        from digits_cli.reporting import print_heading
+
+        print_heading(model_line(loaded))
     failures = 0
-    for path in picture_files(images):
-        try:
-            _, reading = reader.read_file(path)
-        except DigitsError as exc:
-            error_line(str(exc))
+    for answer in read_files(files, loaded, cfg.segment, cfg.predict.jobs):
+        if answer.reading is None:
+            error_line(str(answer.error))
             failures += 1
-            continue
-        if as_json:
-            emit_json({"image": str(path), **reading.to_dict()})
+        elif as_json:
+            emit_json({"image": str(answer.path), "model": loaded.describe(), **answer.reading})
         else:
-            print_reading(str(path), reading)
+            from digits_cli.reporting import print_reading
+
+            print_reading(str(answer.path), answer.reading)
     if failures:
         raise typer.Exit(1)
 
@@ -410,20 +422,28 @@ def annotate_command(
     data = encode_image(annotate_image(picture, reading), fmt)
     with atomic_open(output, "wb") as handle:
         handle.write(data)
-    typer.echo(f"{output}: {len(reading.digits)} digits, read {reading.text!r}")
+    typer.echo(
+        f"{output}: {len(reading.digits)} digits, read {reading.text!r} "
+        f"with {model_line(reader.model)}"
+    )
 
 
-@command("export")
+@command("export", needs="train")
 def export_command(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Argument(help="The checkpoint file to write.")],
+    output: Annotated[
+        Path, typer.Argument(help="The ONNX file to write (*.onnx); its record goes beside it.")
+    ],
     model: ModelOption = None,
 ) -> None:
-    """Write a model to one checkpoint file that serves without the registry (Docker image)."""
-    from digits_cli.inference import export_model
+    """Write a model to one ONNX file (and a JSON record) that reads and serves without the
+    registry, e.g. baked into the Docker image."""
+    from digits_cli.export import export_model
 
-    source = export_model(model, settings(ctx), output)
-    typer.echo(f"{output}: {source['name']} version {source['version']} from {source['uri']}")
+    record = export_model(model, settings(ctx), output)
+    typer.echo(
+        f"{output}: {record['name']} version {record['version']} from {record['exported_from']}"
+    )
 
 
 @command("serve")
@@ -443,7 +463,7 @@ def serve_command(
     run_server(cfg)
 
 
-@command("emissions")
+@command("emissions", needs="train")
 def emissions_command(
     ctx: typer.Context,
     plot: Annotated[

@@ -92,6 +92,14 @@ class RegistrySettings(Section):
     model_name: str = "digits-classifier"
     min_accuracy: float = Field(0.99, ge=0, le=1)
     report: Path = Path("reports/registry.json")
+    champion_dir: Path = Field(
+        Path("models/champion"),
+        description="where register writes the champion's model.onnx and model.json",
+    )
+
+
+class PredictSettings(Section):
+    jobs: int = Field(0, ge=0, description="worker processes for many files; 0: every core")
 
 
 # Pillow refuses pictures over twice its MAX_IMAGE_PIXELS (2 x 89,478,485) before the header
@@ -157,6 +165,7 @@ class Settings(BaseSettings):
     evaluate: EvaluateSettings = EvaluateSettings()
     registry: RegistrySettings = RegistrySettings()
     segment: SegmentSettings = SegmentSettings()
+    predict: PredictSettings = PredictSettings()
     serve: ServeSettings = ServeSettings()
     tracking: TrackingSettings = TrackingSettings()
     emissions: EmissionsSettings = EmissionsSettings()

@@ -1,23 +1,36 @@
-"""Loading a model once (registry alias or version, run, local checkpoint) and reading pictures."""
+"""Choosing the model a reading uses, loading it once, and reading pictures with it.
+
+A model spec is one of:
+
+- ``None``: the champion. The file `digits register` wrote (``registry.champion_dir``) when it is
+  there, else ``models:/<registry.model_name>@champion`` from the registry.
+- a file ``*.onnx``: run by ONNX Runtime, named by the metadata inside it;
+- ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID[/...]``: resolved through MLflow
+  (the 'registry' extra), which downloads the run's ONNX file;
+- a ``.pt`` checkpoint: exported to ONNX in memory first, so it needs torch (the 'train' extra).
+
+Every path ends in the same ONNX Runtime classifier; torch and MLflow are imported only by the
+branches that need them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from digits_cli.config import SegmentSettings, Settings
-from digits_cli.errors import DigitsError
-from digits_cli.tracking import CHECKPOINT_ARTIFACT, configure_tracking
+from digits_cli.errors import DigitsError, missing_extra
+from digits_cli.runtime import Classify, OnnxClassifier, load_onnx_file
+from digits_cli.tracking import CHECKPOINT_ARTIFACT, ONNX_ARTIFACT, tracking_uri
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from digits_cli.finder import Reading
 
-Classify = Callable[[np.ndarray], np.ndarray]
-EXPORTED_FROM = "exported_from"  # checkpoint metadata: the registry model a file was exported from
+CHAMPION_FILE = "model.onnx"  # inside registry.champion_dir, with its record model.json
 
 
 @dataclass(frozen=True)
@@ -38,99 +51,121 @@ def default_model_uri(settings: Settings) -> str:
     return f"models:/{settings.registry.model_name}@champion"
 
 
-def make_classify(module: Any) -> Classify:
-    """Turn a module taking (N, 1, 28, 28) pixels in [0, 1] into crops -> probabilities.
+def champion_file(settings: Settings) -> Path:
+    """Where `digits register` writes the champion's ONNX file."""
+    return settings.registry.champion_dir / CHAMPION_FILE
 
-    An eval-mode module gets its batch norms folded into the convolutions before it and runs
-    channels-last (oneDNN's own layout): together ~2.5x faster on one CPU thread, same outputs.
-    """
-    import torch
-    from torch.fx.experimental.optimization import fuse
 
-    if not module.training:
-        module = fuse(module).to(memory_format=torch.channels_last)
+def model_spec(spec: str | None, settings: Settings) -> str:
+    """The model a spec names: itself, else the champion's file if present, else the registry."""
+    if spec:
+        return spec
+    local = champion_file(settings)
+    return str(local) if local.is_file() else default_model_uri(settings)
 
-    def classify(crops: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).unsqueeze(1)
-        with torch.inference_mode():
-            return torch.softmax(module(batch), dim=1).numpy()
 
-    return classify
+def is_registry_uri(spec: str) -> bool:
+    return spec.startswith(("models:/", "runs:/"))
 
 
 def load_model(spec: str | None, settings: Settings) -> LoadedModel:
-    """Load a model once.
-
-    ``spec`` is ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/PATH``, a checkpoint
-    path, or ``None`` for the registry's champion. An exported checkpoint keeps the registry name
-    and version it came from.
-    """
-    uri = spec or default_model_uri(settings)
-    model, _, name, version = _resolve(uri, settings)
-    return LoadedModel(make_classify(model), name, version, uri)
-
-
-def export_model(spec: str | None, settings: Settings, output: Path) -> dict[str, str]:
-    """Write the model ``spec`` names (as in load_model) to one checkpoint file at ``output``.
-
-    The file serves without the registry, e.g. baked into the Docker image, and still reports
-    the registry name and version it came from; the answer is that source.
-    """
-    from digits_cli.model import save_checkpoint
-
-    uri = spec or default_model_uri(settings)
-    model, meta, name, version = _resolve(uri, settings)
-    source = {"name": name, "version": version, "uri": meta.get(EXPORTED_FROM, {}).get("uri", uri)}
-    save_checkpoint(output, model, {**meta, EXPORTED_FROM: source})
-    return source
+    """Load the model ``spec`` names (see the module docstring) once, ready to classify."""
+    uri = model_spec(spec, settings)
+    try:
+        if is_registry_uri(uri):
+            data, found = download_onnx(uri, settings)
+            return LoadedModel(OnnxClassifier(data, uri), found["name"], found["version"], uri)
+        path = Path(uri)
+        if path.suffix == ".pt":
+            data, meta = checkpoint_onnx(path)
+            classifier = OnnxClassifier(data, uri)
+        else:
+            classifier = load_onnx_file(path)
+            meta = classifier.metadata
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc) from exc
+    return LoadedModel(
+        classifier, meta.get("name", path.stem), str(meta.get("version", "local")), uri
+    )
 
 
-def _resolve(uri: str, settings: Settings) -> tuple[Any, dict[str, Any], str, str]:
-    """The eval-mode model ``uri`` names, its checkpoint metadata, its name and version."""
+def checkpoint_onnx(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """A torch checkpoint as ONNX bytes and its provenance (needs torch and onnx)."""
+    from digits_cli.export import onnx_bytes
     from digits_cli.model import load_checkpoint
 
-    if uri.startswith(("models:/", "runs:/")):
-        checkpoint, name, version = _download_checkpoint(uri, settings)
-        model, meta = load_checkpoint(checkpoint)
-        return model, meta, name, version
-    model, meta = load_checkpoint(Path(uri))
-    source = meta.get(EXPORTED_FROM, {})
-    return model, meta, source.get("name", Path(uri).stem), source.get("version", "local")
+    model, meta = load_checkpoint(path)
+    exported = meta.get("exported_from", {})  # checkpoints exported by earlier releases
+    provenance = {
+        "name": exported.get("name"),
+        "version": exported.get("version"),
+        "run_id": meta.get("mlflow_run_id"),
+        "data_manifest_sha256": meta.get("data_manifest_sha256"),
+        "arch": model.arch,
+    }
+    provenance = {key: value for key, value in provenance.items() if value is not None}
+    return onnx_bytes(model, provenance), provenance
 
 
-def _download_checkpoint(uri: str, settings: Settings) -> tuple[Path, str, str]:
-    """Resolve a registry or run URI to the run's logged checkpoint file, downloaded locally."""
+def download_onnx(uri: str, settings: Settings) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes of the model a registry or run URI names, and its provenance (name,
+    version, run id; for a registered version also its test accuracy and data manifest).
+
+    A run logged before ONNX export existed has only its checkpoint: it is exported here.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    configure_tracking(settings.tracking)
-    client = mlflow.MlflowClient()
+    # Progress bars for artifact downloads would be noise on a command's stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(settings.tracking))
     try:
-        if uri.startswith("runs:/"):
-            run_id = uri.removeprefix("runs:/").split("/", 1)[0]
-            name, version = "run", run_id
-        else:
-            name, _, ref = uri.removeprefix("models:/").partition("@")
-            if ref:
-                found = client.get_model_version_by_alias(name, ref)
-            else:
-                name, _, number = name.partition("/")
-                found = client.get_model_version(name, number)
-            if found.run_id is None:
-                raise DigitsError(f"{uri}: the model version has no source run")
-            run_id, version = found.run_id, str(found.version)
-        folder = Path(
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT)
-        )
+        facts = resolve_version(client, uri)
+        run_id = facts["run_id"]
+        folders = {item.path for item in client.list_artifacts(run_id)}
+        if ONNX_ARTIFACT in folders:
+            folder = Path(client.download_artifacts(run_id, ONNX_ARTIFACT))
+            files = sorted(folder.glob("*.onnx"))
+            if files:
+                return files[0].read_bytes(), facts
+        if CHECKPOINT_ARTIFACT in folders:
+            folder = Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT))
+            checkpoints = sorted(folder.glob("*.pt"))
+            if checkpoints:
+                data, _ = checkpoint_onnx(checkpoints[0])
+                return data, facts
     except MlflowException as exc:
         raise DigitsError(
             f"cannot load {uri}: {_first_line(exc.message)}; "
             "run `make run` (or digits train, evaluate, register) first"
         ) from exc
-    checkpoints = sorted(folder.glob("*.pt"))
-    if not checkpoints:
-        raise DigitsError(f"{uri}: the run holds no checkpoint artifact")
-    return checkpoints[0], name, version
+    raise DigitsError(f"{uri}: the run holds no ONNX model or checkpoint")
+
+
+def resolve_version(client: Any, uri: str) -> dict[str, Any]:
+    """Name, version and run id of ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or
+    ``runs:/ID``; a registered version adds its registry URI, test accuracy and data manifest."""
+    if uri.startswith("runs:/"):
+        run_id = uri.removeprefix("runs:/").split("/", 1)[0]
+        client.get_run(run_id)  # a missing run is an MlflowException naming it
+        return {"name": "run", "version": run_id, "run_id": run_id}
+    name, _, ref = uri.removeprefix("models:/").partition("@")
+    if ref:
+        found = client.get_model_version_by_alias(name, ref)
+    else:
+        name, _, number = name.partition("/")
+        found = client.get_model_version(name, number)
+    if found.run_id is None:
+        raise DigitsError(f"{uri}: the model version has no source run")
+    accuracy = found.tags.get("test_accuracy")
+    return {
+        "name": name,
+        "version": str(found.version),
+        "registry_uri": f"models:/{name}/{found.version}",
+        "run_id": found.run_id,
+        "test_accuracy": float(accuracy) if accuracy else None,
+        "data_manifest_sha256": found.tags.get("data_manifest_sha256") or None,
+    }
 
 
 def _first_line(text: str) -> str:

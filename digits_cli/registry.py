@@ -24,6 +24,7 @@ class Registration:
     promoted: bool
     champion_version: str | None
     reason: str
+    champion_file: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +93,7 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
     promoted, reason = _gate(accuracy, settings.registry.min_accuracy, champion, version, force)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
+    written = write_champion(client, settings)
     return Registration(
         name=name,
         version=version,
@@ -100,7 +102,35 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
         promoted=promoted,
         champion_version=version if promoted else (champion[0] if champion else None),
         reason=reason,
+        champion_file=written,
     )
+
+
+def write_champion(client: Any, settings: Settings) -> str | None:
+    """Copy the model the `champion` alias points at to ``registry.champion_dir`` (model.onnx and
+    its record model.json), where readers find it without the registry; the file written.
+
+    Written on every registration, promoted or not, so the copy follows the alias; with no
+    champion a stale copy is removed. The folder itself always exists (a DVC output).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from digits_cli.export import relabel, write_onnx
+    from digits_cli.inference import CHAMPION_FILE, download_onnx
+    from digits_cli.runtime import record_path
+
+    name = settings.registry.model_name
+    target = settings.registry.champion_dir / CHAMPION_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        for stale in (target, record_path(target)):
+            stale.unlink(missing_ok=True)
+        return None
+    data, metadata = download_onnx(f"models:/{name}/{champion.version}", settings)
+    write_onnx(target, relabel(data, metadata), metadata)
+    return str(target)
 
 
 def _gate(

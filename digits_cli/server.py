@@ -824,12 +824,10 @@ def configure_process() -> None:
     threads would only oversubscribe the cores. Concurrency comes from requests, not operators.
     """
     import cv2
-    import torch
     from prometheus_client import disable_created_metrics
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    # The picture thread releases and retakes the GIL at every OpenCV, numpy and torch call; with
+    cv2.setNumThreads(1)  # ONNX Runtime runs each picture's crops on one thread (runtime.py)
+    # The picture thread releases and retakes the GIL at every OpenCV, numpy and ONNX call; with
     # the default 5 ms switch interval a busy event loop (say, clients retrying 503s at once)
     # makes it wait up to 5 ms each time, and pictures stall. 0.5 ms keeps them flowing.
     sys.setswitchinterval(0.0005)

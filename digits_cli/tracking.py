@@ -15,7 +15,8 @@ from digits_cli.config import TrackingSettings
 from digits_cli.errors import DigitsError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-CHECKPOINT_ARTIFACT = "checkpoint"  # the run's folder holding the checkpoint file, for inference
+CHECKPOINT_ARTIFACT = "checkpoint"  # the run's folder holding the torch checkpoint file
+ONNX_ARTIFACT = "onnx"  # the run's folder holding model.onnx, what readers load
 
 
 def tracking_uri(cfg: TrackingSettings) -> str:

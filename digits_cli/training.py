@@ -519,10 +519,12 @@ def fit(
 
 
 def log_model(checkpoint: Path, example: torch.Tensor) -> None:
-    """Log the saved checkpoint's model through mlflow.pytorch (pt2, dynamic batch) and the file.
+    """Log the saved checkpoint's model through mlflow.pytorch (pt2, dynamic batch), the file,
+    and its ONNX export.
 
     The pt2 export traces the eval-mode model on an example batch of two, so MLflow marks the
-    batch dimension dynamic; the raw checkpoint goes under ``checkpoint/`` for fast loading.
+    batch dimension dynamic; the raw checkpoint goes under ``checkpoint/``, the ONNX file under
+    ``onnx/`` (what `digits predict` and `serve` load from the registry).
     """
     import mlflow
     import mlflow.pytorch
@@ -532,7 +534,7 @@ def log_model(checkpoint: Path, example: torch.Tensor) -> None:
     from digits_cli.model import load_checkpoint
     from digits_cli.tracking import CHECKPOINT_ARTIFACT
 
-    model, _ = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
     with torch.inference_mode():
         output = model(example)
     mlflow.pytorch.log_model(
@@ -547,6 +549,27 @@ def log_model(checkpoint: Path, example: torch.Tensor) -> None:
         ],
     )
     mlflow.log_artifact(str(checkpoint), artifact_path=CHECKPOINT_ARTIFACT)
+    log_onnx(model, meta)
+
+
+def log_onnx(model: Classifier, meta: dict[str, Any]) -> None:
+    """Log the model as ``onnx/model.onnx``, the file the light reader runs, with its provenance."""
+    import tempfile
+
+    import mlflow
+
+    from digits_cli.export import onnx_bytes
+    from digits_cli.tracking import ONNX_ARTIFACT
+
+    provenance = {
+        "run_id": meta.get("mlflow_run_id"),
+        "data_manifest_sha256": meta.get("data_manifest_sha256"),
+        "arch": model.arch,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(onnx_bytes(model, provenance))
+        mlflow.log_artifact(str(path), artifact_path=ONNX_ARTIFACT)
 
 
 def train_model(

@@ -87,6 +87,17 @@ def small_checkpoint(
     return path
 
 
+@pytest.fixture(scope="session")
+def small_onnx(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small checkpoint exported to ONNX (with its record): what read and serve tests load."""
+    from digits_cli.config import Settings
+    from digits_cli.export import export_model
+
+    path = tmp_path_factory.mktemp("small-onnx") / "model.onnx"
+    export_model(str(small_checkpoint), Settings(), path)
+    return path
+
+
 RunCli = Callable[..., Result]
 EvaluatedModel = Callable[..., Path]
 
@@ -124,7 +135,10 @@ def write_pipeline_params(folder: Path, processed_dir: Path, **train: object) ->
             "plots_dir": str(folder / "plots"),
             "model_card": str(folder / "model_card.md"),
         },
-        "registry": {"report": str(folder / "registry.json")},
+        "registry": {
+            "report": str(folder / "registry.json"),
+            "champion_dir": str(folder / "champion"),
+        },
         "tracking": {"artifact_location": str(folder.parent / "mlruns")},
         "emissions": {"enabled": False},
     }

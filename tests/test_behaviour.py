@@ -1,8 +1,9 @@
 """Behaviour of the model (issue 6): invariance, directional and minimum-functionality tests.
 
 Each test runs against a LeNet trained once per session on the 3,000-digit sample and, when
-`make run` has produced it, the champion (models/model.pt; ``$DIGITS_CHAMPION`` names another
-checkpoint). Measured shares are printed (``pytest -s`` shows them).
+`make run` has produced it, the champion (models/champion/model.onnx; ``$DIGITS_CHAMPION``
+names another model file), both run by ONNX Runtime as the reader runs them. Measured shares
+are printed (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import pytest
 from conftest import RunCli, write_pipeline_params
 from PIL import Image, ImageDraw, ImageFont
 
-from digits_cli.config import SegmentSettings
+from digits_cli.config import SegmentSettings, Settings
 from digits_cli.data import Split
 from digits_cli.finder import read_digits
-from digits_cli.inference import make_classify
-from digits_cli.model import load_checkpoint
+from digits_cli.inference import load_model
 
 Classify = Callable[[np.ndarray], np.ndarray]
 Perturb = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-CHAMPION = Path(os.environ.get("DIGITS_CHAMPION", Path(__file__).parents[1] / "models/model.pt"))
+CHAMPION = Path(
+    os.environ.get("DIGITS_CHAMPION", Path(__file__).parents[1] / "models/champion/model.onnx")
+)
 MIN_UNCHANGED = 0.95
 MIN_PRINTED_RIGHT = 0.95
 # The session model learnt from 3,000 handwritten digits in seconds and never saw a serif 1 or
@@ -78,12 +80,8 @@ def model_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def classify(model_name: str, request: pytest.FixtureRequest) -> Classify:
     """Crops (N, 28, 28) in [0, 1] -> probabilities (N, 10), as the digit reader uses it."""
-    import torch
-
-    torch.set_num_threads(2)
     path = request.getfixturevalue("session_checkpoint") if model_name == "small" else CHAMPION
-    model, _ = load_checkpoint(path)
-    return make_classify(model)
+    return load_model(str(path), Settings()).classify
 
 
 def probabilities(classify: Classify, images: np.ndarray) -> np.ndarray:

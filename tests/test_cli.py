@@ -103,13 +103,13 @@ def test_bare_digits_prints_the_help(tmp_path: Path, clean_env: dict[str, str]) 
 
 
 def test_output_into_a_pipe_the_reader_closed_ends_without_a_traceback(
-    tmp_path: Path, clean_env: dict[str, str], small_checkpoint: Path
+    tmp_path: Path, clean_env: dict[str, str], small_onnx: Path
 ) -> None:
     # Enough JSON lines (~2 KB each) to overflow the pipe's buffer after the reader has gone.
     for i in range(60):
         (tmp_path / f"{i:02}.png").write_bytes(PICTURE.read_bytes())
     command = [sys.executable, "-m", "digits_cli", "predict", str(tmp_path), "--json"]
-    command += ["--model", str(small_checkpoint)]
+    command += ["--model", str(small_onnx)]
     with subprocess.Popen(
         command, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as reader:

@@ -274,11 +274,11 @@ def dockerignore() -> list[str]:
 
 @pytest.fixture(scope="module")
 def torch_pins() -> dict[str, str]:
-    """The torch and torchvision versions pyproject.toml pins."""
+    """The torch and torchvision versions pyproject.toml's `train` extra pins."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = dict(
         dep.replace(" ", "").split("==")
-        for dep in project["dependencies"]
+        for dep in project["optional-dependencies"]["train"]
         if dep.replace(" ", "").startswith(("torch==", "torchvision=="))
     )
     assert set(pins) == {"torch", "torchvision"}, "pyproject.toml must pin torch and torchvision"
@@ -358,22 +358,18 @@ def test_dockerfile_final_stage_runs_as_a_created_non_root_user(final_stage: Sta
     assert created or user.isdigit(), f"user {user} is never created"
 
 
-def test_dockerfile_installs_cpu_torch_with_the_pyproject_pins_before_the_package(
+def test_dockerfile_installs_the_base_package_alone_by_default(
     stages: list[Stage], torch_pins: dict[str, str]
 ) -> None:
-    def installs_package(run: Instruction) -> bool:
-        return re.search(r"\bpip install\b.*\s\.$", run.args) is not None
-
-    (builder,) = [s for s in stages if any(installs_package(run) for run in s.all("RUN"))]
-    runs = builder.all("RUN")
-    torch_runs = [i for i, run in enumerate(runs) if CPU_INDEX in run.args]
-    package_runs = [i for i, run in enumerate(runs) if installs_package(run)]
-    assert torch_runs, "torch is not installed from the CPU index"
-    assert torch_runs[0] < package_runs[0], "the package is installed before the CPU torch"
-    torch_run = runs[torch_runs[0]].args
-    assert re.search(rf"--index-url[= ]{re.escape(CPU_INDEX)}(\s|$)", torch_run)
-    for package, version in torch_pins.items():
-        assert f"{package}=={version}" in torch_run.split()
+    """The image reads and serves with the base install: no torch, no PyTorch index; the
+    registry client only when built with EXTRAS=registry."""
+    (builder,) = [s for s in stages if any("pip install" in run.args for run in s.all("RUN"))]
+    (install,) = [run.args for run in builder.all("RUN") if "pip install" in run.args]
+    assert re.search(r'pip install "\.\$\{EXTRAS:\+\[\$EXTRAS\]\}"$', install)
+    assert [a.args for a in builder.all("ARG")] == ['EXTRAS=""']
+    everything = " ".join(i.args for stage in stages for i in stage.instructions)
+    assert CPU_INDEX not in everything
+    assert not set(torch_pins) & set(re.findall(r"[\w-]+", everything))
 
 
 def test_dockerfile_copies_only_existing_files_the_context_keeps(

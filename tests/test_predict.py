@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REAL_IMAGES, RunCli
 from PIL import Image
 
@@ -35,8 +36,9 @@ def test_predict_json_is_one_object_per_picture_in_the_documented_shape(
     result = run_cli(good_model, "predict", str(PICTURE), "--model", champion, "--json")
     assert result.exit_code == 0, result.stderr
     [reading] = json_lines(result.stdout)
-    assert set(reading) == {"image", "width", "height", "text", "digits"}
+    assert set(reading) == {"image", "model", "width", "height", "text", "digits"}
     assert reading["image"] == str(PICTURE)
+    assert reading["model"]["name"] == "predict-test" and reading["model"]["uri"] == champion
     assert (reading["width"], reading["height"]) == Image.open(PICTURE).size
     assert reading["digits"], "the picture holds seven digits"
     for digit in reading["digits"]:
@@ -70,16 +72,19 @@ def test_predict_loads_the_model_by_alias_version_or_run(
 
 
 def test_predict_with_nothing_registered_says_what_to_run(
-    good_model: Path, run_cli: RunCli
+    good_model: Path, run_cli: RunCli, tmp_path: Path
 ) -> None:
-    result = run_cli(good_model, "predict", str(PICTURE))
+    params = yaml.safe_load(good_model.read_text())
+    params["registry"]["champion_dir"] = str(tmp_path / "no-champion-here")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_cli(tmp_path / "params.yaml", "predict", str(PICTURE))
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "make run" in result.stderr
 
 
 def test_predict_reports_bad_files_and_still_reads_the_others(
-    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_onnx: Path
 ) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -87,7 +92,7 @@ def test_predict_reports_bad_files_and_still_reads_the_others(
     text.write_text("not a picture")
     missing = tmp_path / "missing.png"
     args = [str(empty), str(PICTURE), str(text), str(missing)]
-    result = run_cli(good_model, "predict", *args, "--model", str(small_checkpoint), "--json")
+    result = run_cli(good_model, "predict", *args, "--model", str(small_onnx), "--json")
     assert result.exit_code == 1
     assert [r["image"] for r in json_lines(result.stdout)] == [str(PICTURE)]
     errors = result.stderr.strip().splitlines()
@@ -97,11 +102,9 @@ def test_predict_reports_bad_files_and_still_reads_the_others(
 
 
 def test_predict_reads_every_picture_in_a_folder(
-    good_model: Path, run_cli: RunCli, small_checkpoint: Path
+    good_model: Path, run_cli: RunCli, small_onnx: Path
 ) -> None:
-    result = run_cli(
-        good_model, "predict", str(REAL_IMAGES), "--model", str(small_checkpoint), "--json"
-    )
+    result = run_cli(good_model, "predict", str(REAL_IMAGES), "--model", str(small_onnx), "--json")
     assert result.exit_code == 0, result.stderr
     assert sorted(Path(r["image"]).name for r in json_lines(result.stdout)) == sorted(
         p.name for p in REAL_IMAGES.glob("*.png")
@@ -109,28 +112,30 @@ def test_predict_reads_every_picture_in_a_folder(
 
 
 def test_predict_prints_a_table_for_people(
-    good_model: Path, run_cli: RunCli, small_checkpoint: Path, tmp_path: Path
+    good_model: Path, run_cli: RunCli, small_onnx: Path, tmp_path: Path
 ) -> None:
     # A path longer than any terminal must still come out whole on one line.
     picture = tmp_path / ("a-folder-with-a-long-name-" * 4) / PICTURE.name
     picture.parent.mkdir()
     shutil.copy(PICTURE, picture)
-    result = run_cli(good_model, "predict", str(picture), "--model", str(small_checkpoint))
+    result = run_cli(good_model, "predict", str(picture), "--model", str(small_onnx))
     assert result.exit_code == 0, result.stderr
-    assert f"{picture} (300x400)" in result.stdout.splitlines()[0]
+    first, second = result.stdout.splitlines()[:2]
+    assert first == f"model model version local ({small_onnx})"
+    assert f"{picture} (300x400)" in second
     assert "confidence" in result.stdout
 
 
 @pytest.fixture
 def export(tmp_path: Path, good_model: Path, run_cli: RunCli, champion: str) -> tuple[Path, str]:
     """The champion exported to a file by `digits export`, and what the command printed."""
-    exported = tmp_path / "serving.pt"
+    exported = tmp_path / "serving.onnx"
     result = run_cli(good_model, "export", str(exported), "--model", champion)
     assert result.exit_code == 0, result.stderr
     return exported, result.stdout
 
 
-def test_export_writes_a_checkpoint_that_reads_pictures_as_the_registry_model_does(
+def test_export_writes_an_onnx_file_that_reads_pictures_as_the_registry_model_does(
     export: tuple[Path, str], good_model: Path, run_cli: RunCli, champion: str
 ) -> None:
     exported, _ = export
@@ -138,11 +143,17 @@ def test_export_writes_a_checkpoint_that_reads_pictures_as_the_registry_model_do
         run_cli(good_model, "predict", str(REAL_IMAGES), "--json", "--model", model).stdout
         for model in (champion, str(exported))
     ]
-    assert readings[0] == readings[1]
-    assert len(json_lines(readings[0])) == len(list(REAL_IMAGES.glob("*.png")))
+    without_model = [
+        [{k: v for k, v in line.items() if k != "model"} for line in json_lines(text)]
+        for text in readings
+    ]
+    assert without_model[0] == without_model[1]
+    assert len(without_model[0]) == len(list(REAL_IMAGES.glob("*.png")))
+    named = {(line["model"]["name"], line["model"]["version"]) for line in json_lines(readings[1])}
+    assert named == {("predict-test", json_lines(readings[0])[0]["model"]["version"])}
 
 
-def test_an_exported_checkpoint_keeps_the_registry_name_and_version(
+def test_an_exported_file_keeps_the_registry_name_and_version(
     export: tuple[Path, str], champion: str
 ) -> None:
     exported, printed = export
@@ -155,7 +166,7 @@ def test_an_exported_checkpoint_keeps_the_registry_name_and_version(
 def test_export_of_an_unknown_model_is_one_error_line_and_writes_nothing(
     tmp_path: Path, good_model: Path, run_cli: RunCli
 ) -> None:
-    exported = tmp_path / "serving.pt"
+    exported = tmp_path / "serving.onnx"
     result = run_cli(good_model, "export", str(exported), "--model", "models:/no-such@champion")
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
@@ -170,12 +181,10 @@ def test_annotate_writes_the_format_of_the_output_extension(
     tmp_path: Path,
     good_model: Path,
     run_cli: RunCli,
-    small_checkpoint: Path,
+    small_onnx: Path,
 ) -> None:
     output = tmp_path / f"annotated{suffix}"
-    result = run_cli(
-        good_model, "annotate", str(PICTURE), str(output), "--model", str(small_checkpoint)
-    )
+    result = run_cli(good_model, "annotate", str(PICTURE), str(output), "--model", str(small_onnx))
     assert result.exit_code == 0, result.stderr
     with Image.open(output) as picture:
         assert picture.format == pil_format
@@ -183,39 +192,46 @@ def test_annotate_writes_the_format_of_the_output_extension(
 
 
 def test_annotate_refuses_an_unknown_format_and_writes_nothing(
-    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_onnx: Path
 ) -> None:
     output = tmp_path / "annotated.xyz"
-    result = run_cli(
-        good_model, "annotate", str(PICTURE), str(output), "--model", str(small_checkpoint)
-    )
+    result = run_cli(good_model, "annotate", str(PICTURE), str(output), "--model", str(small_onnx))
     assert result.exit_code == 1
     assert "xyz" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_annotate_onto_a_folder_is_one_error_line_and_leaves_no_temporary_file(
-    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_onnx: Path
 ) -> None:
     output = tmp_path / "taken.png"
     output.mkdir()
-    result = run_cli(
-        good_model, "annotate", str(PICTURE), str(output), "--model", str(small_checkpoint)
-    )
+    result = run_cli(good_model, "annotate", str(PICTURE), str(output), "--model", str(small_onnx))
     assert result.exit_code == 1
     assert result.stderr == f"digits: error: cannot write {output}: Is a directory\n"
     assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]
 
 
 def test_annotate_of_an_unreadable_picture_writes_nothing(
-    tmp_path: Path, good_model: Path, run_cli: RunCli, small_checkpoint: Path
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_onnx: Path
 ) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(PICTURE.read_bytes()[:100])
     output = tmp_path / "out.png"
-    result = run_cli(
-        good_model, "annotate", str(broken), str(output), "--model", str(small_checkpoint)
-    )
+    result = run_cli(good_model, "annotate", str(broken), str(output), "--model", str(small_onnx))
     assert result.exit_code == 1
     assert str(broken) in result.stderr
     assert not output.exists()
+
+
+def test_export_refuses_an_output_that_is_not_onnx(
+    tmp_path: Path, good_model: Path, run_cli: RunCli, small_onnx: Path
+) -> None:
+    output = tmp_path / "serving.pt"
+    result = run_cli(good_model, "export", str(output), "--model", str(small_onnx))
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"digits: error: {output}: digits export writes ONNX files; name it *.onnx\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import EvaluatedModel, RunCli, write_pipeline_params
+import yaml
+from conftest import REAL_IMAGES, EvaluatedModel, RunCli, write_pipeline_params
+
+PICTURE = REAL_IMAGES / "seed-api-test.png"
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +120,54 @@ def test_a_model_whose_run_was_deleted_is_refused_in_one_line(
         f"digits: error: the checkpoint's MLflow run {meta['mlflow_run_id']} is deleted in "
         f"{tracking_uri}"
     ]
+
+
+def champion_on_disk(params: Path) -> tuple[Path, dict]:
+    """The champion file `digits register` wrote for ``params`` and its record."""
+    folder = Path(yaml.safe_load(params.read_text())["registry"]["champion_dir"])
+    return folder / "model.onnx", json.loads((folder / "model.json").read_text())
+
+
+def test_register_writes_the_champion_to_disk_whether_or_not_it_moves(
+    good_model: Path, poor_model: Path, run_cli: RunCli
+) -> None:
+    from digits_cli.runtime import load_onnx_file
+
+    champion = register(run_cli, good_model, "on-disk")
+    model_file, record = champion_on_disk(good_model)
+    assert champion["champion_file"] == str(model_file)
+    assert (record["name"], record["version"]) == ("on-disk", champion["version"])
+    assert record["run_id"] == champion["run_id"]
+    assert record["test_accuracy"] == pytest.approx(champion["test_accuracy"], abs=1e-6)
+    assert load_onnx_file(model_file).metadata["version"] == champion["version"]
+
+    challenger = register(run_cli, poor_model, "on-disk")  # not promoted: poor's folder still
+    assert challenger["promoted"] is False  # gets the champion, not the challenger
+    _, record = champion_on_disk(poor_model)
+    assert (record["version"], record["run_id"]) == (champion["version"], champion["run_id"])
+
+    params = yaml.safe_load(poor_model.read_text())
+    params["registry"]["model_name"] = "on-disk"
+    (poor_model.parent / "on-disk.yaml").write_text(yaml.safe_dump(params))
+    result = run_cli(poor_model.parent / "on-disk.yaml", "predict", str(PICTURE), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == {
+        "name": "on-disk",
+        "version": champion["version"],
+        "uri": str(model_file.parents[2] / "poor/champion/model.onnx"),
+    }
+
+
+def test_a_run_without_a_champion_leaves_no_champion_file(
+    good_model: Path, run_cli: RunCli
+) -> None:
+    params = yaml.safe_load(good_model.read_text())
+    params["registry"]["champion_dir"] = str(good_model.parent / "never-champion")
+    path = good_model.parent / "never.yaml"
+    path.write_text(yaml.safe_dump(params))
+    stale = good_model.parent / "never-champion/model.onnx"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an older champion")
+    result = run_cli(path, "register", "--name", "never", "--min-accuracy", "0.9999")
+    assert result.exit_code == 0, result.stderr
+    assert list(stale.parent.iterdir()) == []

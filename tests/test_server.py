@@ -63,8 +63,8 @@ def error_of(response: httpx.Response) -> str:
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoint: Path) -> LoadedModel:
-    return load_model(str(small_checkpoint), Settings())
+def model(small_onnx: Path) -> LoadedModel:
+    return load_model(str(small_onnx), Settings())
 
 
 @pytest.fixture(scope="module")
@@ -550,10 +550,10 @@ def stop(server: subprocess.Popen[str]) -> str:
 
 
 def test_digits_serve_answers_on_loopback_and_stops_cleanly(
-    small_checkpoint: Path, picture: bytes
+    small_onnx: Path, picture: bytes
 ) -> None:
     port = free_port()
-    server = digits_serve("--port", str(port), "--model", str(small_checkpoint))
+    server = digits_serve("--port", str(port), "--model", str(small_onnx))
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(server, base)
@@ -567,10 +567,10 @@ def test_digits_serve_answers_on_loopback_and_stops_cleanly(
 
 
 @pytest.fixture(scope="module")
-def two_workers(small_checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def two_workers(small_onnx: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A real `digits serve --workers 2`, ready, and its port."""
     port = free_port()
-    server = digits_serve("--port", str(port), "--workers", "2", "--model", str(small_checkpoint))
+    server = digits_serve("--port", str(port), "--workers", "2", "--model", str(small_onnx))
     try:
         wait_until_ready(server, f"http://127.0.0.1:{port}", answers=20)
         yield server, port
@@ -638,16 +638,12 @@ def test_digits_serve_with_a_missing_model_ends_with_one_error_line(tmp_path: Pa
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_digits_serve_on_a_busy_port_is_one_error_line(
-    workers: str, small_checkpoint: Path
-) -> None:
+def test_digits_serve_on_a_busy_port_is_one_error_line(workers: str, small_onnx: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = digits_serve(
-            "--port", str(port), "--workers", workers, "--model", str(small_checkpoint)
-        )
+        server = digits_serve("--port", str(port), "--workers", workers, "--model", str(small_onnx))
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 1
     assert stderr.strip().splitlines() == [

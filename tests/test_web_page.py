@@ -54,11 +54,11 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="module")
-def base_url(small_checkpoint: Path, settings: Settings) -> Iterator[str]:
+def base_url(small_onnx: Path, settings: Settings) -> Iterator[str]:
     """A real uvicorn serving the app on a free loopback port, in a thread."""
     import uvicorn
 
-    model = load_model(str(small_checkpoint), settings)
+    model = load_model(str(small_onnx), settings)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])

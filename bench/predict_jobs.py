@@ -1,0 +1,71 @@
+"""How much faster `digits predict` reads a folder on every core than on one (goal: >= 1.7x).
+
+Writes ``--count`` different 640x480 pictures of 10 MNIST test digits (bench/read_speed.py's
+picture, one seed each) into a temporary folder, then times the whole command
+``digits predict FOLDER --json --jobs N`` for N = 1 and every core, interleaved over ``--rounds``
+rounds, and checks that both print the same lines in the same order.
+
+    python bench/predict_jobs.py [--count 200] [--rounds 3] [--model MODEL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from read_speed import test_picture
+from synthetic import DEFAULT_DIGITS
+
+from digits_cli.batch import available_cores
+
+GOAL_RATIO = 1.7
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", help="as digits predict --model (default: the champion)")
+    parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
+    args = parser.parse_args()
+
+    script = Path(sys.executable).parent / "digits"
+    cores = available_cores()
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in range(args.count):
+            (Path(folder) / f"{seed:04d}.png").write_bytes(test_picture(args.digits, seed))
+        command = [str(script), "predict", folder, "--json"]
+        if args.model:
+            command += ["--model", args.model]
+        seconds: dict[int, list[float]] = {1: [], cores: []}
+        outputs: dict[int, str] = {}
+        for _ in range(args.rounds):
+            for jobs in seconds:
+                start = time.perf_counter()
+                done = subprocess.run(
+                    [*command, "--jobs", str(jobs)], check=True, capture_output=True, text=True
+                )
+                seconds[jobs].append(time.perf_counter() - start)
+                outputs[jobs] = done.stdout
+    if outputs[1] != outputs[cores]:
+        sys.exit(f"FAIL: --jobs 1 and --jobs {cores} printed different lines")
+    rate = {jobs: args.count / statistics.median(values) for jobs, values in seconds.items()}
+    ratio = rate[cores] / rate[1]
+    verdict = "meets" if ratio >= GOAL_RATIO else "misses"
+    print(f"digits predict over {args.count} pictures (640x480, 10 digits), whole command, "
+          f"median of {args.rounds} interleaved rounds, {cores} cores:")  # fmt: skip
+    for jobs, values in seconds.items():
+        print(f"  --jobs {jobs}: {statistics.median(values):.2f} s, {rate[jobs]:.1f} pictures/s")
+    print(f"  {ratio:.2f}x the rate of --jobs 1 ({verdict} the {GOAL_RATIO}x goal); "
+          f"same {len(outputs[1].splitlines())} lines in the same order")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

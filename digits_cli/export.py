@@ -1,0 +1,131 @@
+"""Exporting a trained Classifier to ONNX, the file the light reader runs (lifecycle side: torch).
+
+The ONNX graph takes (N, 1, 28, 28) float pixels in [0, 1] and answers (N, 10) probabilities: the
+training split's normalisation and the softmax are inside it, so the reader feeds raw crops.
+Where a model came from (registry name and version, run, test accuracy, data manifest) travels
+inside the file as metadata (``runtime.METADATA_KEY``) and beside it as a JSON record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from digits_cli.config import Settings
+from digits_cli.errors import DigitsError
+from digits_cli.io import atomic_path, write_json
+from digits_cli.model import Classifier
+from digits_cli.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, record_path
+
+ONNX_OPSET = 17
+
+
+class WithSoftmax(nn.Module):
+    """The classifier's logits turned into probabilities, so the file answers what readers use."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def onnx_bytes(model: Classifier, metadata: dict[str, Any]) -> bytes:
+    """The eval-mode ``model`` as an ONNX model (dynamic batch) carrying ``metadata``."""
+    import tempfile
+
+    import onnx
+
+    was_training = model.training
+    model.eval()
+    folder = tempfile.TemporaryDirectory()
+    path = Path(folder.name) / "model.onnx"
+    # The TorchScript exporter (dynamo=False) handles this network exactly (ONNX Runtime matches
+    # torch within 3e-6) and needs no onnxscript; its deprecation notice is noise here.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                WithSoftmax(model),
+                (torch.zeros(2, 1, 28, 28),),
+                path,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
+        proto = onnx.load(path)
+    finally:
+        model.train(was_training)
+        folder.cleanup()
+    return with_metadata(proto, metadata)
+
+
+def with_metadata(proto: Any, metadata: dict[str, Any]) -> bytes:
+    """Serialise the ONNX ``proto`` with ``metadata`` as its one digits metadata entry."""
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
+    proto.producer_name = "digits"
+    return bytes(proto.SerializeToString())
+
+
+def write_onnx(path: Path, data: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write an ONNX file and its JSON record (metadata, sha256, size, time) atomically.
+
+    The model is written first and the record last, so a record always describes the file beside
+    it; the answer is the record.
+    """
+    record = {
+        **metadata,
+        "file": Path(path).name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    write_json(record_path(path), record)
+    return record
+
+
+def relabel(data: bytes, metadata: dict[str, Any]) -> bytes:
+    """An ONNX model's bytes with its digits metadata replaced by ``metadata``."""
+    import onnx
+
+    return with_metadata(onnx.load_from_string(data), metadata)
+
+
+def export_model(spec: str | None, settings: Settings, output: Path) -> dict[str, Any]:
+    """Write the model ``spec`` names (as for `digits predict --model`) to ``output`` (*.onnx)
+    with its record beside it; it then serves without the registry and still names the registry
+    model and version it came from. The answer is the record."""
+    from digits_cli.inference import checkpoint_onnx, download_onnx, is_registry_uri, model_spec
+    from digits_cli.runtime import ONNX_SUFFIX, OnnxClassifier
+
+    if Path(output).suffix != ONNX_SUFFIX:
+        raise DigitsError(f"{output}: digits export writes ONNX files; name it *{ONNX_SUFFIX}")
+    uri = model_spec(spec, settings)
+    if is_registry_uri(uri):
+        data, metadata = download_onnx(uri, settings)
+    elif Path(uri).suffix == ".pt":
+        data, metadata = checkpoint_onnx(Path(uri))
+    else:
+        try:
+            data = Path(uri).read_bytes()
+        except OSError as exc:
+            raise DigitsError(f"{uri}: cannot read ({exc.strerror})") from exc
+        metadata = OnnxClassifier(data, uri).metadata  # refuses a file that is no digits model
+    metadata = {"name": Path(uri).stem, "version": "local", **metadata, "exported_from": uri}
+    return write_onnx(output, relabel(data, metadata), metadata)
