@@ -110,6 +110,7 @@ PILLOW_PIXEL_LIMIT = 178_956_970
 class SegmentSettings(Section):
     min_confidence: float = Field(0.5, ge=0, le=1)
     max_pixels: int = Field(40_000_000, gt=0, le=PILLOW_PIXEL_LIMIT)
+    max_file_bytes: int = Field(50_000_000, gt=0, description="larger picture files are refused")
     min_digit_height: int = Field(8, gt=0, description="smallest digit found, in pixels")
     min_contrast: float = Field(
         0.08, gt=0, le=1, description="weakest ink, as colour distance from the paper (0-1)"

