@@ -127,6 +127,11 @@ class ServeSettings(Section):
     workers: int = Field(1, gt=0)
     model: str | None = None
     max_body_bytes: int = Field(10_000_000, gt=0)
+    body_budget_bytes: int = Field(
+        64_000_000, gt=0, description="request bodies a worker holds at once, reserved up front"
+    )
+    body_timeout: float = Field(10.0, gt=0, description="seconds to receive a whole body")
+    max_connections: int = Field(1000, gt=0, description="open connections per worker")
     max_concurrency: int = Field(2, gt=0)
     max_queue: int = Field(16, ge=0)
     timeout: float = Field(10.0, gt=0)

@@ -45,6 +45,12 @@ class LoadedModel:
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "uri": self.uri}
 
+    def public(self) -> dict[str, str]:
+        """What HTTP clients are told: name and version, the URI only when it is a registry's
+        (a local path tells them about the server's disk, not about the model)."""
+        shown = {"name": self.name, "version": self.version}
+        return {**shown, "uri": self.uri} if is_registry_uri(self.uri) else shown
+
 
 def default_model_uri(settings: Settings) -> str:
     """The registry's champion: ``models:/<registry.model_name>@champion``."""

@@ -46,12 +46,12 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -59,6 +59,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from digits_cli.admission import BodyBudget, Gate, ServerBusy
 from digits_cli.config import Settings, load_settings
 from digits_cli.errors import DigitsError
 from digits_cli.images import ImageTooLarge
@@ -79,6 +80,7 @@ UNMATCHED_ROUTE = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER_SECONDS = "1"
 BUSY_PAUSE_SECONDS = 0.05
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
 # The page may only talk to this server: no CDN, no external request can slip in.
 PAGE_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -221,40 +223,14 @@ class MetricsMiddleware:
 # --- admission of CPU work -------------------------------------------------------------------
 
 
-class ServerBusy(Exception):
-    """The work queue is full."""
-
-
-class Gate:
-    """At most ``slots`` jobs run in threads and ``queue`` more wait; beyond that, ServerBusy.
-
-    A job counts until its thread returns, even when its request has timed out, so abandoned work
-    can never pile up beyond the bound.
-    """
-
-    def __init__(self, slots: int, queue: int) -> None:
-        self.limiter = anyio.CapacityLimiter(slots)
-        self.capacity = slots + queue
-        self.admitted = 0
-
-    @property
-    def full(self) -> bool:
-        return self.admitted >= self.capacity
-
-    async def run(self, job: Callable[[], Any]) -> Any:
-        if self.full:
-            raise ServerBusy
-        self.admitted += 1
-        try:
-            # Not abandoned on cancellation: a timed-out request waits for its thread, keeping
-            # the number of busy threads within the limiter.
-            return await anyio.to_thread.run_sync(job, limiter=self.limiter)
-        finally:
-            self.admitted -= 1
-
-
 class Expired(Exception):
     """The request's deadline passed during its CPU work."""
+
+
+def check_deadline(deadline: float) -> None:
+    """Stop a request's work at the next step once its deadline (time.monotonic) has passed."""
+    if time.monotonic() > deadline:
+        raise Expired
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -268,6 +244,7 @@ class ServiceState:
     metrics: Metrics
     registry: CollectorRegistry
     gate: Gate
+    bodies: BodyBudget
     model: LoadedModel | None = None
     load_error: str | None = None
     stopping: bool = False
@@ -277,6 +254,7 @@ class ServiceState:
     ) -> tuple[LoadedModel, np.ndarray, Reading]:
         """Decode and read a picture (in a worker thread) timing each classification; the model
         used, the decoded picture and the reading."""
+        from digits_cli.images import decode_image
         from digits_cli.inference import DigitReader
 
         model = self.model
@@ -287,14 +265,15 @@ class ServiceState:
             start = time.perf_counter()
             probabilities = classify(crops)
             self.metrics.inference.observe(time.perf_counter() - start)
-            if time.monotonic() > deadline:
-                raise Expired
+            check_deadline(deadline)
             return probabilities
 
-        reader = DigitReader(
-            dataclasses.replace(model, classify=timed_classify), self.settings.segment
-        )
-        picture, reading = reader.read_bytes(data, name)
+        segment = self.settings.segment
+        reader = DigitReader(dataclasses.replace(model, classify=timed_classify), segment)
+        picture = decode_image(data, name, segment.max_pixels)
+        check_deadline(deadline)  # between the steps too: a picture with no digits never
+        reading = reader.read(picture)  # reaches classify
+        check_deadline(deadline)
         self.metrics.observe_reading(reading)
         return model, picture, reading
 
@@ -305,7 +284,7 @@ def reading_payload(model: LoadedModel, reading: Reading, key: str) -> dict[str,
     ``key`` is ``predictions`` (label per digit) or ``probabilities`` (10 floats per digit); x,y is
     the top-left corner of the digit's box, the reference project's contract.
     """
-    payload: dict[str, Any] = {"model": model.describe(), **reading.to_dict()}
+    payload: dict[str, Any] = {"model": model.public(), **reading.to_dict()}
     field = "label" if key == "predictions" else "probabilities"
     payload[key] = {f"{d['box'][0]},{d['box'][1]}": d[field] for d in payload["digits"]}
     return payload
@@ -359,6 +338,19 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
             raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def body_reservation(headers: Headers, limit: int) -> int:
+    """Bytes to reserve for a body before reading it: its declared length (at most ``limit``), or
+    ``limit`` when it declares none; a multipart form twice (the body, then the file in it)."""
+    declared = headers.get("content-length", "")
+    size = min(int(declared), limit) if declared.isdigit() else limit
+    multipart = headers.get("content-type", "").lower().startswith("multipart/")
+    return 2 * size if multipart else size
+
+
+def client_of(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown"
 
 
 def is_picture_type(media_type: str) -> bool:
@@ -435,7 +427,12 @@ def create_app(
     registry = CollectorRegistry(auto_describe=True)
     serve = settings.serve
     state = ServiceState(
-        settings, Metrics(registry), registry, Gate(serve.max_concurrency, serve.max_queue), model
+        settings,
+        Metrics(registry),
+        registry,
+        Gate(serve.max_concurrency, serve.max_queue),
+        BodyBudget(serve.body_budget_bytes),
+        model,
     )
     if model is not None:
         state.metrics.model_info.labels(name=model.name, version=model.version).set(1)
@@ -477,28 +474,49 @@ def create_app(
     def unavailable() -> Response | None:
         """503 while the model is not (yet) usable."""
         if state.model is None:
-            reason = state.load_error or "the model is still loading"
+            # Why loading failed names files and exceptions of the server: logs keep it.
+            reason = "the model could not be loaded" if state.load_error else "the model is loading"
             return error_response(503, reason, {"Retry-After": RETRY_AFTER_SECONDS})
         if state.stopping:
             return error_response(503, "the server is shutting down")
         return None
 
     async def handle_picture(request: Request, job: PictureJob) -> Response:
-        """Read the upload and run ``job(data, name, deadline)`` in a thread through the gate."""
+        """Read the upload and run ``job(data, name, deadline)`` in a thread through the gate.
+
+        The body's bytes are reserved from the budget before it is read and it must arrive
+        within ``serve.body_timeout``; the work then has ``serve.timeout`` seconds.
+        """
         if (refusal := unavailable()) is not None:
             return refusal
         if state.gate.full:  # refuse before reading the body
             return await busy_response()
-        deadline = time.monotonic() + serve.timeout
         try:
-            with anyio.fail_after(serve.timeout):
-                data, name = await uploaded_picture(request, serve.max_body_bytes)
-                response: Response = await state.gate.run(lambda: job(data, name, deadline))
-                return response
+            with state.bodies.reserve(body_reservation(request.headers, serve.max_body_bytes)):
+                try:
+                    with anyio.fail_after(serve.body_timeout):
+                        data, name = await uploaded_picture(request, serve.max_body_bytes)
+                except TimeoutError:
+                    return error_response(
+                        408, f"the request body did not arrive within {serve.body_timeout:g} s"
+                    )
+                deadline = time.monotonic() + serve.timeout
+                with anyio.fail_after(serve.timeout):
+                    response: Response = await state.gate.run(lambda: job(data, name, deadline))
+                    return response
         except ServerBusy:
             return await busy_response()
         except (TimeoutError, Expired):
             return error_response(504, f"the request took longer than {serve.timeout:g} s")
+        except ClientDisconnect:
+            # Nobody is left to answer; the status is for the access log and the metrics.
+            log.info("client %s disconnected before its upload was complete", client_of(request))
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except MemoryError:
+            log.exception("out of memory reading a picture")
+            return error_response(
+                503, "the server is out of memory, retry shortly", {"Retry-After": "5"}
+            )
         except ImageTooLarge as exc:
             return error_response(413, str(exc))
         except DigitsError as exc:  # UnreadableImage: empty, corrupt or unsupported bytes
@@ -528,8 +546,7 @@ def create_app(
 
         def annotate_job(data: bytes, name: str, deadline: float) -> Response:
             _, picture, reading = state.read_picture(data, name, deadline)
-            if time.monotonic() > deadline:
-                raise Expired
+            check_deadline(deadline)
             return Response(annotated_picture(picture, reading, fmt), media_type=media_type)
 
         return await handle_picture(request, annotate_job)
@@ -543,7 +560,7 @@ def create_app(
         if (refusal := unavailable()) is not None:
             return refusal
         assert state.model is not None
-        return JSONResponse({"status": "ready", "model": state.model.describe()})
+        return JSONResponse({"status": "ready", "model": state.model.public()})
 
     async def metrics(request: Request) -> Response:
         """Prometheus text exposition of the service's metrics."""
@@ -914,6 +931,8 @@ def run_server(settings: Settings) -> None:
         "port": serve.port,
         "server_header": False,
         "timeout_graceful_shutdown": math.ceil(serve.timeout) + 1,
+        # Beyond this many open connections (or requests in progress) uvicorn answers 503.
+        "limit_concurrency": serve.max_connections,
     }
     if serve.workers == 1:
         configure_process()

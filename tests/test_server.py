@@ -144,7 +144,7 @@ def test_predictions_answer_the_model_the_size_the_text_and_labels_keyed_by_box_
     response = client.post("/predictions", **upload(picture))
     assert response.status_code == 200
     body = response.json()
-    assert body["model"] == model.describe()
+    assert body["model"] == model.public()
     assert (body["width"], body["height"]) == Image.open(PICTURE).size
     assert len(body["digits"]) == 7
     assert body["predictions"] == {
@@ -299,6 +299,44 @@ def test_a_full_queue_answers_503_with_retry_after(model: LoadedModel, picture: 
     assert "busy" in error_of(refused)
 
 
+def test_a_body_over_the_budget_is_refused_503_before_it_is_read(model: LoadedModel) -> None:
+    app = create_app(serve_settings(body_budget_bytes=4_000), model=model)
+    headers = {"content-type": "image/png", "content-length": "5000"}
+    status, read = call_asgi(app, headers, [b"\0" * 5000])
+    assert (status, read) == (503, 0)
+    # within the budget the same body is read (and refused for what it is)
+    assert call_asgi(app, {**headers, "content-length": "3000"}, [b"\0" * 3000]) == (400, 1)
+
+
+def test_answers_name_the_model_without_the_servers_paths(
+    client: TestClient, model: LoadedModel, picture: bytes
+) -> None:
+    assert str(Path(model.uri).parent) in model.uri  # a local file...
+    answer = client.post("/predictions", **upload(picture)).json()
+    assert answer["model"] == {"name": model.name, "version": model.version}  # ...not shown
+    assert client.get("/ready").json()["model"] == answer["model"]
+
+
+def test_out_of_memory_answers_503_not_400(model: LoadedModel, picture: bytes) -> None:
+    def exhausted(crops: np.ndarray) -> np.ndarray:
+        raise MemoryError
+
+    with TestClient(
+        create_app(serve_settings(), model=LoadedModel(exhausted, "oom", "test", "memory"))
+    ) as test_client:
+        response = test_client.post("/predictions", **upload(picture))
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+    assert "memory" in error_of(response)
+
+
+def test_a_picture_without_digits_is_held_to_the_deadline_too(model: LoadedModel) -> None:
+    blank = png_bytes(np.full((2000, 2000, 3), 255, np.uint8))  # decoding alone takes > 1 ms
+    with TestClient(create_app(serve_settings(timeout=0.001), model=model)) as test_client:
+        response = test_client.post("/predictions", **upload(blank))
+    assert response.status_code == 504
+
+
 def test_a_request_over_the_timeout_answers_504(model: LoadedModel, picture: bytes) -> None:
     def slow_classify(crops: np.ndarray) -> np.ndarray:
         time.sleep(0.5)
@@ -327,7 +365,7 @@ def test_ready_answers_503_until_the_model_is_loaded(model: LoadedModel, picture
         too_early = test_client.post("/predictions", **upload(picture))
         loaded.set()
         wait_until(lambda: test_client.get("/ready").status_code == 200)
-        assert test_client.get("/ready").json()["model"] == model.describe()
+        assert test_client.get("/ready").json()["model"] == model.public()
     assert not_ready.status_code == 503
     assert too_early.status_code == 503
     assert "retry-after" in too_early.headers
@@ -347,7 +385,7 @@ def test_a_model_that_fails_to_load_is_reported_by_ready_and_to_the_server(
         response = test_client.get("/ready")
     assert reported == ["missing.pt: model checkpoint not found"]
     assert response.status_code == 503
-    assert "missing.pt" in error_of(response)
+    assert error_of(response) == "the model could not be loaded"  # the server's log says why
 
 
 # --- metrics, description, page, CORS -------------------------------------------------------
@@ -649,3 +687,36 @@ def test_digits_serve_on_a_busy_port_is_one_error_line(workers: str, small_onnx:
     assert stderr.strip().splitlines() == [
         f"digits: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def raw_request(port: int, head: str, body: bytes) -> socket.socket:
+    """A connection that sent ``head`` (request line and headers) and the first ``body`` bytes."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+    return connection
+
+
+def test_slow_and_vanishing_uploads_are_answered_408_and_logged_not_500(
+    small_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGITS_SERVE__BODY_TIMEOUT", "1")
+    port = free_port()
+    server = digits_serve("--port", str(port), "--model", str(small_onnx))
+    base = f"http://127.0.0.1:{port}"
+    head = "POST /predictions HTTP/1.1\nHost: x\nContent-Type: image/png\nContent-Length: 1000\n"
+    try:
+        wait_until_ready(server, base)
+        with raw_request(port, head, b"\x89PNG") as slow:  # ...and nothing more
+            start = time.monotonic()
+            assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+            answer = slow.recv(4096).decode()
+            waited = time.monotonic() - start
+        raw_request(port, head, b"\x89PNG").close()  # a client that gives up
+        wait_until(lambda: 'status="499"' in httpx.get(f"{base}/metrics").text)
+    finally:
+        stderr = stop(server)
+    assert answer.startswith("HTTP/1.1 408 ")
+    assert '{"error":"the request body did not arrive within 1 s"}' in answer
+    assert 0.9 < waited < 5
+    assert "disconnected before its upload was complete" in stderr
+    assert "Traceback" not in stderr and " 500 " not in stderr

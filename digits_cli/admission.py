@@ -1,0 +1,68 @@
+"""What `digits serve` lets in: request bodies within a byte budget, picture work through a gate.
+
+Both refuse at once (ServerBusy, answered 503 with Retry-After) instead of queueing without bound,
+so memory and latency stay bounded whatever the clients do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+
+class ServerBusy(Exception):
+    """The work queue or the body budget is full."""
+
+
+class BodyBudget:
+    """Bytes of request bodies this worker holds at once, reserved before a body is read.
+
+    A request reserves its declared Content-Length (a multipart form twice: the body and the file
+    parsed out of it), or the whole body limit when it declares none, and gives it back when it
+    is answered. Many slow uploads then cost what they declared, not a worker's memory.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @contextmanager
+    def reserve(self, size: int) -> Iterator[None]:
+        if self.used + size > self.limit:
+            raise ServerBusy
+        self.used += size
+        try:
+            yield
+        finally:
+            self.used -= size
+
+
+class Gate:
+    """At most ``slots`` jobs run in threads and ``queue`` more wait; beyond that, ServerBusy.
+
+    A job counts until its thread returns, even when its request has timed out, so abandoned work
+    can never pile up beyond the bound.
+    """
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self.limiter = anyio.CapacityLimiter(slots)
+        self.capacity = slots + queue
+        self.admitted = 0
+
+    @property
+    def full(self) -> bool:
+        return self.admitted >= self.capacity
+
+    async def run(self, job: Callable[[], Any]) -> Any:
+        if self.full:
+            raise ServerBusy
+        self.admitted += 1
+        try:
+            # Not abandoned on cancellation: a timed-out request waits for its thread, keeping
+            # the number of busy threads within the limiter.
+            return await anyio.to_thread.run_sync(job, limiter=self.limiter)
+        finally:
+            self.admitted -= 1
