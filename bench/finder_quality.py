@@ -62,7 +62,9 @@ def report_real(classify, cfg: SegmentSettings) -> None:
     totals: dict[str, int] = defaultdict(int)
     print("real pictures (tests/data/real):")
     for name, digits in truth.items():
-        reading = read_digits(read_image_file(REAL / name, cfg.max_pixels, cfg.max_file_bytes), classify, cfg)
+        reading = read_digits(
+            read_image_file(REAL / name, cfg.max_pixels, cfg.max_file_bytes), classify, cfg
+        )
         counts = match(reading.digits, digits)
         for key, value in counts.items():
             totals[key] += value
