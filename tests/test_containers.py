@@ -695,3 +695,13 @@ def test_ci_installs_cpu_torch_with_the_pyproject_pins(
     assert installs
     for package, version in torch_pins.items():
         assert f"{package}=={version}" in installs[0].split()
+
+
+def test_the_app_runs_bounded_unprivileged_and_read_only(app: dict) -> None:
+    """It parses pictures from anyone: a memory and CPU cap, no capabilities, no privilege
+    gained through setuid, and a root filesystem it cannot write (only a tmpfs /tmp)."""
+    assert app["read_only"] is True
+    assert app["tmpfs"] == ["/tmp"]
+    assert app["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in app["security_opt"]
+    assert app["mem_limit"] and app["cpus"] and app["pids_limit"]
