@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export CODECARBON_LOG_LEVEL ?= error
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test browser lint bench image clean
+.PHONY: help install run test browser lint audit bench image clean
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ lint: install ## ruff lint and format check, mypy
 	ruff check .
 	ruff format --check .
 	mypy digits_cli
+
+audit: install ## Audit the installed dependencies for published vulnerabilities (pip-audit)
+	python bench/dependency_audit.py
 
 bench: install ## Run every benchmark under bench/ and print its figures (after `make run`; ~20 min)
 	python bench/cli_startup.py

@@ -6,6 +6,7 @@ lifecycle's libraries came with it, reads a picture with an ONNX model through t
 check fails, so CI runs it as the base-install job.
 
     python bench/base_install.py [--model models/champion/model.onnx] [--venv DIR] [--keep]
+                                 [--audit]
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models/champion/model.onnx")
     parser.add_argument("--venv", type=Path, help="where to create it (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the environment afterwards")
+    parser.add_argument(
+        "--audit", action="store_true", help="also audit it (bench/dependency_audit.py)"
+    )
     args = parser.parse_args()
     if not args.model.is_file():
         sys.exit(f"{args.model}: not found; run `make run` (or digits export) first")
@@ -91,6 +95,11 @@ def main() -> None:
             print(f"  read {PICTURE.name} as {answer['text']!r} with {answer['model']}")
             if heavy_imported:
                 failures.append(f"reading imported {', '.join(heavy_imported)}")
+        if args.audit:
+            site = next((venv / "lib").glob("python3*/site-packages"))
+            audit = [sys.executable, str(ROOT / "bench/dependency_audit.py"), "--path", str(site)]
+            if subprocess.run(audit).returncode != 0:
+                failures.append("the dependency audit found vulnerable packages")
     finally:
         if not args.keep:
             shutil.rmtree(venv, ignore_errors=True)
