@@ -44,7 +44,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
@@ -920,7 +920,12 @@ class WorkerSockets(Multiprocess):
         for sock in self.handed:
             sock.close()
         self.handed.clear()
-        super().keep_subprocess_alive()
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()  # replaces the workers that died
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None and os.environ.get(MULTIPROC_ENV):
+                # Its live gauges (requests in flight) died with it; its counters stay summed.
+                mark_process_dead(pid)
 
 
 def run_server(settings: Settings) -> None:

@@ -720,3 +720,33 @@ def test_slow_and_vanishing_uploads_are_answered_408_and_logged_not_500(
     assert 0.9 < waited < 5
     assert "disconnected before its upload was complete" in stderr
     assert "Traceback" not in stderr and " 500 " not in stderr
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+def test_requests_in_flight_of_a_killed_worker_are_not_counted_after_it_dies(
+    two_workers: tuple[subprocess.Popen[str], int],
+) -> None:
+    _, port = two_workers
+    base = f"http://127.0.0.1:{port}"
+    head = "POST /predictions HTTP/1.1\nHost: x\nContent-Type: image/png\nContent-Length: 900\n"
+    uploads = [raw_request(port, head, b"\x89PNG") for _ in range(4)]  # in flight, on both
+    try:
+        wait_until(lambda: in_flight(base) >= 3)  # at least 2 of the 4, and this scrape
+        for pid in listening_pids(port):
+            os.kill(pid, signal.SIGKILL)  # both workers, each in the middle of an upload
+        wait_until_ready(two_workers[0], base, answers=20)  # both respawned
+        assert in_flight(base) == 1  # the scrape itself, nothing of the dead workers
+    finally:
+        for connection in uploads:
+            connection.close()
+
+
+def in_flight(base: str) -> float:
+    """digits_http_requests_in_flight summed over the workers, as /metrics reports it."""
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "digits_http_requests_in_flight"
+        for sample in family.samples
+    )
