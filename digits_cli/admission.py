@@ -6,6 +6,8 @@ so memory and latency stay bounded whatever the clients do.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +17,50 @@ import anyio
 
 class ServerBusy(Exception):
     """The work queue or the body budget is full."""
+
+
+class Expired(Exception):
+    """The request's deadline passed during its work."""
+
+
+def check_deadline(deadline: float) -> None:
+    """Stop a request's work at the next step once its deadline (time.monotonic) has passed."""
+    if time.monotonic() > deadline:
+        raise Expired
+
+
+class DecodeBudget:
+    """Bytes of pictures a worker decodes and reads at once, shared by its picture threads.
+
+    A picture holds its estimated peak (images.reading_bytes) while it is decoded and read; one
+    that would not fit waits for others to finish, up to its deadline. With several threads per
+    worker this bounds the worker's memory by the budget, not by the threads times the largest
+    picture allowed.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int, deadline: float) -> Iterator[None]:
+        """Hold ``size`` bytes (at most the whole budget) for the block; Expired if they do not
+        come free before ``deadline``."""
+        size = min(size, self.limit)
+        with self.changed:
+            while self.used + size > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Expired
+                self.changed.wait(remaining)
+            self.used += size
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.used -= size
+                self.changed.notify_all()
 
 
 class BodyBudget:

@@ -412,14 +412,17 @@ def annotate_command(
     """Draw a box and label for every digit found in a picture onto a copy of it."""
     from digits_cli.drawing import annotate_image
     from digits_cli.images import encode_image, output_format
-    from digits_cli.inference import DigitReader, load_model
+    from digits_cli.inference import DigitReader, at_size, load_model
     from digits_cli.io import atomic_open
 
     cfg = settings(ctx, segment={"min_confidence": min_confidence})
     fmt = output_format(output.suffix)  # refuse an unknown format before any work
     reader = DigitReader(load_model(model, cfg), cfg.segment)
     picture, reading = reader.read_file(image)
-    data = encode_image(annotate_image(picture, reading), fmt)
+    # A large picture was decoded smaller: the copy is drawn at that size (at most twice the
+    # finder's working size), its boxes mapped onto it.
+    on_picture = at_size(reading, picture.shape[1], picture.shape[0])
+    data = encode_image(annotate_image(picture, on_picture), fmt)
     with atomic_open(output, "wb") as handle:
         handle.write(data)
     typer.echo(

@@ -132,6 +132,9 @@ class ServeSettings(Section):
     )
     body_timeout: float = Field(10.0, gt=0, description="seconds to receive a whole body")
     max_connections: int = Field(1000, gt=0, description="open connections per worker")
+    decode_budget_bytes: int = Field(
+        160_000_000, gt=0, description="picture decoding a worker does at once (estimated)"
+    )
     max_concurrency: int = Field(2, gt=0)
     max_queue: int = Field(16, ge=0)
     timeout: float = Field(10.0, gt=0)

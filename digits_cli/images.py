@@ -7,6 +7,7 @@ alone (before any pixel is decompressed) and turns every decoder failure into on
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import warnings
@@ -34,6 +35,12 @@ OUTPUT_FORMATS = {
 }
 
 
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)  # orientations whose upright picture swaps width and height
+# Modes Image.reduce works on directly.
+REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "CMYK")
+
+
 class ImageTooLarge(DigitsError):
     """The picture has more pixels than allowed (``segment.max_pixels``)."""
 
@@ -47,11 +54,13 @@ class UnsupportedImageFormat(UnreadableImage):
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """Decode picture bytes into an RGB uint8 array (H, W, 3), upright as EXIF orientation says.
+    """Decode picture bytes into an RGB uint8 array (H, W, 3) at full size; see decode_scaled."""
+    return decode_scaled(data, name, max_pixels)[0]
 
-    Transparent pixels are composited on white, 16-bit pictures scaled to 8 bits. Pictures with
-    more than ``max_pixels`` pixels are refused from the header before their pixels are decoded.
-    """
+
+def open_picture(data: bytes, name: str, max_pixels: int) -> PilImage:
+    """The picture's decoder, its header read and checked (format, size, pixel limit), no pixel
+    decoded yet."""
     from PIL import Image
 
     if not data:
@@ -71,21 +80,87 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             ) from exc
         except Exception as exc:  # decoders raise many types on malformed headers
             raise UnreadableImage(f"{name}: corrupt picture header ({_reason(exc)})") from exc
-        width, height = picture.size
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"{name}: picture too large ({width}x{height} = {width * height:,} pixels, "
-                f"limit {max_pixels:,})"
-            )
-        if width == 0 or height == 0:
-            raise UnreadableImage(f"{name}: picture has no pixels ({width}x{height})")
+    width, height = picture.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: picture too large ({width}x{height} = {width * height:,} pixels, "
+            f"limit {max_pixels:,})"
+        )
+    if width == 0 or height == 0:
+        raise UnreadableImage(f"{name}: picture has no pixels ({width}x{height})")
+    return picture
+
+
+def decoded_size(picture: PilImage, max_side: int | None) -> tuple[int, int]:
+    """The size the decoder will produce: a JPEG's draft scale (1/2, 1/4, 1/8) keeping at least
+    ``max_side`` pixels on its longer side, else the full size."""
+    width, height = picture.size
+    if max_side is None or max(width, height) <= max_side or picture.format != "JPEG":
+        return width, height
+    scale = 1
+    while scale < 8 and max(width, height) / (scale * 2) >= max_side:
+        scale *= 2
+    return math.ceil(width / scale), math.ceil(height / scale)
+
+
+def reading_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> int:
+    """About how many bytes reading the picture holds at its peak, from its header alone: the
+    decoder's output, then the finder's arrays (measured, bench/serve_memory.py: ~7x an RGB
+    copy at the finder's working size)."""
+    picture = open_picture(data, name, max_pixels)
+    width, height = decoded_size(picture, max_side)
+    sample = 2 if picture.mode.startswith("I;16") else 4 if picture.mode in ("I", "F") else 1
+    decoded = width * height * len(picture.getbands()) * sample
+    shrink = min(1.0, max_side / max(width, height))
+    return decoded + 7 * 3 * math.ceil(width * shrink) * math.ceil(height * shrink)
+
+
+def decode_scaled(
+    data: bytes, name: str, max_pixels: int, max_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode picture bytes into an RGB uint8 array (H, W, 3), upright as EXIF orientation says,
+    and the upright picture's full size (width, height), which the array may be smaller than.
+
+    With ``max_side`` a larger picture is decoded no larger than needed to keep at least that
+    many pixels on its longer side: a JPEG by decoding at 1/2, 1/4 or 1/8 scale (draft mode), any
+    other by an integer box reduction right after decoding, before alpha, colour and EXIF work,
+    so no full-size copy is made beyond the decoder's own. Transparent pixels are composited on
+    white, 16-bit pictures scaled to 8 bits. Pictures with more than ``max_pixels`` pixels are
+    refused from the header before their pixels are decoded.
+    """
+    from PIL import Image
+
+    picture = open_picture(data, name, max_pixels)
+    width, height = picture.size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
+            if decoded_size(picture, max_side) != picture.size:
+                picture.draft(picture.mode, decoded_size(picture, max_side))
+            turned = picture.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
             picture.load()
-            return _to_rgb(picture)
+            if max_side is not None:
+                picture = reduced(picture, max_side)  # the full-size decode is freed here
+            return _to_rgb(picture), (height, width) if turned else (width, height)
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(f"{name}: picture too large (over {max_pixels:,} pixels)") from exc
+        except MemoryError:
+            raise
         except Exception as exc:  # truncated or corrupt pixel data surfaces in many types
             raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
+
+
+def reduced(picture: PilImage, max_side: int) -> PilImage:
+    """``picture`` box-reduced by the largest integer factor that keeps ``max_side`` pixels on
+    its longer side (itself when there is none)."""
+    factor = max(picture.size) // max_side
+    if factor < 2:
+        return picture
+    if picture.mode.startswith("I;16"):  # 16-bit: into 32-bit, values kept
+        picture = picture.convert("I")
+    elif picture.mode not in REDUCIBLE_MODES:  # palette, 1-bit: into a mode reduce takes
+        picture = picture.convert("RGBA" if "transparency" in picture.info else "RGB")
+    return picture.reduce(factor)
 
 
 def read_picture_bytes(path: Path, max_bytes: int) -> bytes:
@@ -155,7 +230,7 @@ def _to_rgb(picture: PilImage) -> np.ndarray:
     """Convert a loaded PIL picture of any mode into RGB uint8, upright and flattened on white."""
     from PIL import Image, ImageOps
 
-    picture = ImageOps.exif_transpose(picture)
+    ImageOps.exif_transpose(picture, in_place=True)  # no copy: the picture is ours
     mode = picture.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # PIL's convert("L") clips 16-bit and float values instead of scaling them.

@@ -192,15 +192,37 @@ class DigitReader:
         return read_digits(image, self.model.classify, self.segment)
 
     def read_bytes(self, data: bytes, name: str) -> tuple[np.ndarray, Reading]:
-        """Decode a picture (refusing oversized ones from the header) and read it."""
-        from digits_cli.images import decode_image
+        """Decode a picture (refusing oversized ones from the header) and read it.
 
-        image = decode_image(data, name, self.segment.max_pixels)
-        return image, self.read(image)
+        A picture larger than the finder's working size (``segment.max_side``) is decoded
+        smaller: the picture answered is that copy, while the reading's size and boxes are the
+        full-size picture's (``at_size`` maps them onto the copy, say to draw on it).
+        """
+        from digits_cli.images import decode_scaled
+
+        picture, size = decode_scaled(data, name, self.segment.max_pixels, self.segment.max_side)
+        return picture, at_size(self.read(picture), *size)
 
     def read_file(self, path: Path) -> tuple[np.ndarray, Reading]:
-        """Read a picture file."""
-        from digits_cli.images import read_image_file
+        """Read a picture file (see read_bytes)."""
+        from digits_cli.images import read_picture_bytes
 
-        image = read_image_file(path, self.segment.max_pixels, self.segment.max_file_bytes)
-        return image, self.read(image)
+        return self.read_bytes(read_picture_bytes(path, self.segment.max_file_bytes), str(path))
+
+
+def at_size(reading: Reading, width: int, height: int) -> Reading:
+    """``reading`` of a picture, for the same picture at ``width`` x ``height`` pixels."""
+    import dataclasses
+    import math
+
+    if (reading.width, reading.height) == (width, height) or not reading.width:
+        return dataclasses.replace(reading, width=width, height=height)
+    sx, sy = width / reading.width, height / reading.height
+
+    def box(x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
+        left, top = math.floor(x * sx), math.floor(y * sy)
+        right, bottom = min(width, math.ceil((x + w) * sx)), min(height, math.ceil((y + h) * sy))
+        return left, top, right - left, bottom - top
+
+    digits = [dataclasses.replace(d, box=box(*d.box)) for d in reading.digits]
+    return dataclasses.replace(reading, width=width, height=height, digits=digits)

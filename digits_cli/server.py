@@ -59,7 +59,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from digits_cli.admission import BodyBudget, Gate, ServerBusy
+from digits_cli.admission import (
+    BodyBudget,
+    DecodeBudget,
+    Expired,
+    Gate,
+    ServerBusy,
+    check_deadline,
+)
 from digits_cli.config import Settings, load_settings
 from digits_cli.errors import DigitsError
 from digits_cli.images import ImageTooLarge
@@ -223,16 +230,6 @@ class MetricsMiddleware:
 # --- admission of CPU work -------------------------------------------------------------------
 
 
-class Expired(Exception):
-    """The request's deadline passed during its CPU work."""
-
-
-def check_deadline(deadline: float) -> None:
-    """Stop a request's work at the next step once its deadline (time.monotonic) has passed."""
-    if time.monotonic() > deadline:
-        raise Expired
-
-
 # --- the pipeline ----------------------------------------------------------------------------
 
 
@@ -245,6 +242,7 @@ class ServiceState:
     registry: CollectorRegistry
     gate: Gate
     bodies: BodyBudget
+    decoding: DecodeBudget
     model: LoadedModel | None = None
     load_error: str | None = None
     stopping: bool = False
@@ -254,8 +252,8 @@ class ServiceState:
     ) -> tuple[LoadedModel, np.ndarray, Reading]:
         """Decode and read a picture (in a worker thread) timing each classification; the model
         used, the decoded picture and the reading."""
-        from digits_cli.images import decode_image
-        from digits_cli.inference import DigitReader
+        from digits_cli.images import decode_scaled, reading_bytes
+        from digits_cli.inference import DigitReader, at_size
 
         model = self.model
         assert model is not None, "the endpoints refuse pictures until the model is loaded"
@@ -270,9 +268,16 @@ class ServiceState:
 
         segment = self.settings.segment
         reader = DigitReader(dataclasses.replace(model, classify=timed_classify), segment)
-        picture = decode_image(data, name, segment.max_pixels)
-        check_deadline(deadline)  # between the steps too: a picture with no digits never
-        reading = reader.read(picture)  # reaches classify
+        need = reading_bytes(data, name, segment.max_pixels, segment.max_side)
+        if need > self.decoding.limit:
+            raise ImageTooLarge(
+                f"{name}: picture too large to read here (about {need / 1e6:,.0f} MB to decode, "
+                f"serve.decode_budget_bytes allows {self.decoding.limit / 1e6:,.1f} MB)"
+            )
+        with self.decoding.hold(need, deadline):
+            picture, size = decode_scaled(data, name, segment.max_pixels, segment.max_side)
+            check_deadline(deadline)  # between the steps too: a picture with no digits never
+            reading = at_size(reader.read(picture), *size)  # reaches classify
         check_deadline(deadline)
         self.metrics.observe_reading(reading)
         return model, picture, reading
@@ -291,11 +296,14 @@ def reading_payload(model: LoadedModel, reading: Reading, key: str) -> dict[str,
 
 
 def annotated_picture(picture: np.ndarray, reading: Reading, fmt: str) -> bytes:
-    """The picture with a box and label drawn for every digit, encoded as ``fmt``."""
+    """The picture as decoded (at most twice the finder's working size) with a box and label
+    drawn for every digit, encoded as ``fmt``."""
     from digits_cli.drawing import annotate_image
     from digits_cli.images import encode_image
+    from digits_cli.inference import at_size
 
-    return encode_image(annotate_image(picture, reading), fmt)
+    on_picture = at_size(reading, picture.shape[1], picture.shape[0])
+    return encode_image(annotate_image(picture, on_picture), fmt)
 
 
 def preferred_picture_type(accept: str) -> str:
@@ -432,6 +440,7 @@ def create_app(
         registry,
         Gate(serve.max_concurrency, serve.max_queue),
         BodyBudget(serve.body_budget_bytes),
+        DecodeBudget(serve.decode_budget_bytes),
         model,
     )
     if model is not None:

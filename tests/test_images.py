@@ -217,3 +217,44 @@ def test_the_pixel_limit_setting_stays_within_what_pillow_can_decode() -> None:
     assert 2 * Image.MAX_IMAGE_PIXELS == PILLOW_PIXEL_LIMIT
     with pytest.raises(ValueError, match="max_pixels"):
         Settings(segment={"max_pixels": PILLOW_PIXEL_LIMIT + 1})
+
+
+def test_a_large_jpeg_is_decoded_at_a_draft_scale_keeping_the_working_size() -> None:
+    from digits_cli.images import decode_scaled
+
+    data = encoded(Image.new("RGB", (9000, 6000), (200, 180, 160)), "JPEG")
+    rgb, size = decode_scaled(data, "photo.jpg", LIMIT * 2, max_side=2000)
+    assert size == (9000, 6000)
+    assert rgb.shape == (1500, 2250, 3)  # 1/4 scale: 1/8 would leave fewer than 2000 px
+    assert np.abs(rgb.astype(int) - (200, 180, 160)).max() <= 3
+
+
+def test_a_large_transparent_png_is_reduced_before_it_is_flattened_on_white() -> None:
+    from digits_cli.images import decode_scaled
+
+    rgba = np.zeros((4100, 6100, 4), np.uint8)
+    rgba[:100, :100] = (0, 0, 0, 255)  # opaque black corner, the rest transparent
+    rgb, size = decode_scaled(encoded(Image.fromarray(rgba, "RGBA"), "PNG"), "a.png", LIMIT, 2000)
+    assert size == (6100, 4100)
+    assert rgb.shape == (1367, 2034, 3)  # reduced by 3: the largest keeping 2000 px
+    assert (rgb[:30, :30] == 0).all() and (rgb[-10:, -10:] == 255).all()
+
+
+def test_a_large_rotated_photo_reports_its_upright_size() -> None:
+    from digits_cli.images import decode_scaled
+
+    source = Image.new("RGB", (8000, 4000), "white")
+    exif = source.getexif()
+    exif[0x0112] = 6  # stored sideways: upright it is 4000 wide and 8000 tall
+    buffer = io.BytesIO()
+    source.save(buffer, "JPEG", exif=exif)
+    rgb, size = decode_scaled(buffer.getvalue(), "phone.jpg", LIMIT, 2000)
+    assert size == (4000, 8000)
+    assert rgb.shape[:2] == (2000, 1000)  # 1/4 scale, then turned upright
+
+
+def test_reading_bytes_estimates_from_the_header_alone() -> None:
+    from digits_cli.images import reading_bytes
+
+    data = png_header_claiming(6300, 6300)  # RGB by its header; the pixels are not there
+    assert reading_bytes(data, "big.png", LIMIT, 2000) == 6300 * 6300 * 3 + 7 * 3 * 2000 * 2000

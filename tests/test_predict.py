@@ -235,3 +235,28 @@ def test_export_refuses_an_output_that_is_not_onnx(
         == f"digits: error: {output}: digits export writes ONNX files; name it *.onnx\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_picture_is_read_small_and_answered_in_its_own_pixels(
+    good_model: Path, run_cli: RunCli, small_onnx: Path, tmp_path: Path
+) -> None:
+    """A 4500x6000 picture is decoded at a third (1500x2000, segment.max_side) and read there;
+    the answer gives its full size and boxes in its own pixels."""
+    small = Image.open(PICTURE).convert("RGB")
+    pictures = {}
+    for times in (5, 15):  # reducing the x15 copy by 3 gives exactly the x5 copy
+        pictures[times] = tmp_path / f"x{times}.png"
+        small.resize((small.width * times, small.height * times), Image.NEAREST).save(
+            pictures[times]
+        )
+    near, far = (
+        json.loads(
+            run_cli(good_model, "predict", str(p), "--model", str(small_onnx), "--json").stdout
+        )
+        for p in pictures.values()
+    )
+    assert (far["width"], far["height"]) == (4500, 6000)
+    assert far["text"] == near["text"] and near["digits"]
+    for one, other in zip(near["digits"], far["digits"], strict=True):
+        assert one["label"] == other["label"]
+        assert all(abs(3 * a - b) <= 3 for a, b in zip(one["box"], other["box"], strict=True))

@@ -308,6 +308,16 @@ def test_a_body_over_the_budget_is_refused_503_before_it_is_read(model: LoadedMo
     assert call_asgi(app, {**headers, "content-length": "3000"}, [b"\0" * 3000]) == (400, 1)
 
 
+def test_a_picture_too_large_to_decode_within_the_budget_is_refused_413(
+    model: LoadedModel, picture: bytes
+) -> None:
+    app = create_app(serve_settings(decode_budget_bytes=100_000), model=model)
+    with TestClient(app) as test_client:
+        response = test_client.post("/predictions", **upload(picture))
+    assert response.status_code == 413
+    assert "serve.decode_budget_bytes allows 0.1 MB" in error_of(response)
+
+
 def test_answers_name_the_model_without_the_servers_paths(
     client: TestClient, model: LoadedModel, picture: bytes
 ) -> None:
