@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from digits_cli.finder.crop import quantile
+from digits_cli.finder.crop import SQUARE_3, quantile
 
 # Long side of the thumbnail on which the background is estimated (backgrounds vary slowly),
 # and the window wiping out strokes there: wider than the boldest stroke of a digit as tall as
@@ -15,6 +15,10 @@ BACKGROUND_SIDE = 160
 BACKGROUND_WINDOW = 45
 # A channel whose weaker polarity carries this share of the stronger's energy has both.
 MIXED_POLARITY = 0.1
+# A sheet on a desk covers this share of the picture, and is brighter than the desk (and at its
+# border) by this many grey levels.
+SHEET_SHARE = (0.2, 0.985)
+SHEET_STEP = 45
 # Pixels sampled to measure the picture's noise level.
 NOISE_SAMPLES = 20_000
 # Weights summing squared 8-bit channel differences so that black on white comes to 1.
@@ -92,15 +96,17 @@ def unit_range(array: np.ndarray) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
-def estimate_background(rgb: np.ndarray) -> np.ndarray:
-    """The paper's colour (uint8) at every pixel, whatever the ink's polarity or colour.
+def estimate_background(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The paper's colour (uint8) at every pixel, whatever the ink's polarity or colour, and
+    where the sheet is when it lies on a darker desk (bool, None when it fills the picture).
 
     On a thumbnail of fixed size, a morphological closing (for ink darker than the paper) or
     opening (lighter) with a window an eighth of the picture wipes out strokes, yet keeps the
     paper inside loops and the slow changes of lighting. Each channel takes its ink's polarity
     (see :func:`ink_polarity`), so chalk on a board and blue ink on yellow paper (darker in red
     and green, lighter in blue) both work; a channel with ink of both polarities takes a median,
-    which ignores sparse ink of either.
+    which ignores sparse ink of either. A sheet on a desk (see :func:`find_sheet`) is judged by
+    itself: the desk is no paper, and the ink is not its polarity.
     """
     import cv2
 
@@ -115,6 +121,11 @@ def estimate_background(rgb: np.ndarray) -> np.ndarray:
     small = cv2.resize(
         small, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     )
+    sheet = find_sheet(small)
+    if sheet is not None:
+        # The desk is no paper: let the sheet's own colour stand for it, so it does not bleed in.
+        small = small.copy()
+        small[~sheet] = np.median(small[sheet], axis=0).astype(np.uint8)
     # A median this wide is costly: take it at half the thumbnail's size.
     half = (max(1, size[0] // 2), max(1, size[1] // 2))
     shrunk = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
@@ -136,7 +147,44 @@ def estimate_background(rgb: np.ndarray) -> np.ndarray:
                 )
             ]
         )
-    return cv2.resize(paper, (width, height), interpolation=cv2.INTER_LINEAR)
+    paper = cv2.resize(paper, (width, height), interpolation=cv2.INTER_LINEAR)
+    if sheet is None:
+        return paper, None
+    # Off the sheet by a margin, so its border (blurred on the thumbnail) is not ink either.
+    inside = cv2.erode(sheet.view(np.uint8), SQUARE_3, iterations=2)
+    return paper, cv2.resize(inside, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
+    """Where a sheet of paper lies on a clearly darker desk, on the thumbnail (bool), or None.
+
+    The sheet is the largest bright region (Otsu's threshold on grey), its ink filled in by
+    taking its convex hull; it must leave some desk in view, be much brighter than the desk,
+    and end in a sharp step (a lighting gradient or a coloured patch of paper is not a desk).
+    """
+    import cv2
+
+    grey = cv2.cvtColor(thumbnail, cv2.COLOR_RGB2GRAY)
+    _, bright = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    points = cv2.findNonZero((labels == largest).view(np.uint8))
+    sheet = np.zeros_like(grey)
+    cv2.fillPoly(sheet, [cv2.convexHull(points)], 1)
+    share = float(sheet.mean())
+    if not SHEET_SHARE[0] <= share <= SHEET_SHARE[1]:
+        return None
+    desk = sheet == 0
+    if float(np.median(grey[sheet > 0])) - float(np.median(grey[desk])) < SHEET_STEP:
+        return None
+    # A sharp border: two pixels in and out of it differ as much as the sheet and the desk do.
+    ring_in = (sheet > 0) & (cv2.erode(sheet, SQUARE_3, iterations=2) == 0)
+    ring_out = desk & (cv2.dilate(sheet, SQUARE_3, iterations=2) > 0)
+    if float(np.median(grey[ring_in])) - float(np.median(grey[ring_out])) < SHEET_STEP:
+        return None
+    return sheet > 0
 
 
 def paper_colour(thumbnail: np.ndarray, median: np.ndarray, dark: bool, mixed: bool) -> np.ndarray:
@@ -182,7 +230,10 @@ def ink_polarity(rgb: np.ndarray, paper: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def channel_histograms(image: np.ndarray, bins: int) -> np.ndarray:
-    """How many pixels (float64) take each value 0..bins-1, per channel: (3, bins)."""
+    """How many pixels (float64) take each value 0..bins-1, per channel: (3, bins).
+
+    ``image`` is (H, W, 3), or (N, 1, 3) for chosen pixels.
+    """
     return np.stack(
         [np.bincount(image[:, :, channel].ravel(), minlength=bins) for channel in range(3)]
     ).astype(np.float64)
@@ -208,16 +259,22 @@ def colour_distance(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     return cv2.sqrt(cv2.transform(squared, CHANNEL_WEIGHTS))
 
 
-def ink_mask(contrast: np.ndarray, min_contrast: float) -> tuple[np.ndarray, np.ndarray, float]:
+def ink_mask(
+    contrast: np.ndarray, min_contrast: float, sheet: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Candidate ink (uint8 0/1, above the low threshold), strong ink (bool), and the noise level.
 
     Hysteresis: candidate ink forms regions, and a region is ink only if some pixel in it is
-    strong, so faint stroke edges stay attached while noise does not start ink.
+    strong, so faint stroke edges stay attached while noise does not start ink. The noise is
+    measured on the ``sheet`` if there is one.
     """
     step = max(1, int(np.sqrt(contrast.size / NOISE_SAMPLES)))
     # On paper the contrast is the size of 3-channel noise, whose first quartile is 0.64 sigma;
     # the first quartile stays on paper even when ink covers most of the picture.
-    noise = quantile(contrast[::step, ::step].ravel(), 0.25) / 0.64
+    sample = contrast[::step, ::step]
+    if sheet is not None and sheet[::step, ::step].any():
+        sample = sample[sheet[::step, ::step]]  # the paper is on the sheet, not the desk
+    noise = quantile(sample.ravel(), 0.25) / 0.64
     low = max(min_contrast, 3.5 * noise)
     high = max(2.5 * min_contrast, 2 * low)
     return (contrast >= low).view(np.uint8), contrast >= high, noise

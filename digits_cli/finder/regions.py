@@ -62,9 +62,11 @@ def find_digits(image: np.ndarray, cfg: SegmentSettings) -> list[Candidate]:
     if max(height, width) < min_height:
         return []
     smooth = cv2.GaussianBlur(rgb, (3, 3), 0.7)
-    background = estimate_background(smooth)
+    background, sheet = estimate_background(smooth)
     contrast = colour_distance(smooth, background)
-    mask, strong, noise = ink_mask(contrast, cfg.min_contrast)
+    if sheet is not None:
+        contrast[~sheet] = 0  # the desk around a sheet of paper
+    mask, strong, noise = ink_mask(contrast, cfg.min_contrast, sheet)
     ink = label_ink(mask, strong)
     ink, lines = remove_lines(ink, mask, strong, min_height)
     regions = find_regions(ink, lines, smooth, contrast, min_height)
