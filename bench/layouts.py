@@ -434,7 +434,8 @@ def scan(rng: np.random.Generator, writer: Writer, notes: list[str]) -> Sample:
     pitch_x = (0.84 * width) / 10
     drift = rng.uniform(-5, 5)  # the sheet lay askew on the glass; each row strays a little more
     rise = math.tan(math.radians(abs(drift) + 1)) * 0.9 * width
-    digit_height = min(digit_height, (0.9 * height - rise) / 19)
+    # Lone digits, clearly apart (a gap of at least a digit's height) and rows clearly apart.
+    digit_height = min(digit_height, (0.9 * height - rise) / 19, pitch_x / 2.1)
     pitch_y = min((0.9 * height - rise - digit_height) / 10, digit_height * 3)
     left = rng.uniform(0.05, 0.1) * width
     top = rng.uniform(0.03, 0.05) * height + (rise if drift < 0 else 0)
@@ -445,7 +446,7 @@ def scan(rng: np.random.Generator, writer: Writer, notes: list[str]) -> Sample:
         base = baseline_of(rng, y, left, slope, rng.uniform(0, 0.12) * digit_height, width)
         row = []
         for column in range(10):
-            x = left + column * pitch_x + rng.uniform(-0.15, 0.15) * pitch_x
+            x = left + column * pitch_x + rng.uniform(-0.06, 0.06) * pitch_x
             number, _ = writer.number(alpha, x, base, digit_height, 1)
             row.append(number)
         rows.append(row)

@@ -12,6 +12,18 @@ from digits_cli.finder.regions import Candidate, find_digits
 from digits_cli.finder.results import Digit, Reading
 
 SURE = 0.9
+# The page's digits, to judge clutter by, are the regions read this surely.
+REFERENCE_CONFIDENCE = 0.8
+# Clutter: ink fainter than this share of the page's digits; a solid blob (stroke this thick
+# for its height, its strong ink filling this share of its convex hull, this wide for its
+# height) under half their height; a lone region under this share of their height, or a lone
+# bar under this share.
+FAINT = 0.4
+BLOB_THICKNESS = 0.35
+BLOB_SOLIDITY = 0.9
+BLOB_ASPECT = 0.45
+SPECK_HEIGHT = 0.1
+BAR_HEIGHT = 0.35
 
 
 def read_digits(
@@ -26,9 +38,26 @@ def read_digits(
     """
     shape = np.shape(image)
     height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+    digits = [
+        Digit(int(np.argmax(row)), float(row.max()), chosen.box, [float(p) for p in row])
+        for chosen, row in plausible(read_candidates(image, classify, cfg))
+    ]
+    lines = arrange(digits, cfg.number_gap)
+    ordered = [digit for line in lines for number in line for digit in number]
+    text = "\n".join(
+        " ".join("".join(str(digit.label) for digit in number) for number in line) for line in lines
+    )
+    return Reading(width, height, text, ordered)
+
+
+def read_candidates(
+    image: np.ndarray, classify: Callable[[np.ndarray], np.ndarray], cfg: SegmentSettings
+) -> list[tuple[Candidate, np.ndarray]]:
+    """Every region read (whole or split, whichever is surer) at ``cfg.min_confidence`` or more,
+    with its probabilities."""
     candidates = find_digits(image, cfg)
     if not candidates:
-        return Reading(width, height, "", [])
+        return []
     by_id = classify_all(candidates, classify)
     unsure = [c for c in candidates if c.splitter is not None and by_id[id(c)].max() < SURE]
     for candidate in unsure:
@@ -36,19 +65,65 @@ def read_digits(
     parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
     if parts:
         by_id |= classify_all(parts, classify)
-    digits = []
-    for candidate in candidates:
-        for chosen in choose_reading(candidate, by_id)[0]:
-            row = by_id[id(chosen)]
-            label = int(np.argmax(row))
-            if row[label] >= cfg.min_confidence:
-                digits.append(Digit(label, float(row[label]), chosen.box, [float(p) for p in row]))
-    lines = arrange(digits, cfg.number_gap)
-    ordered = [digit for line in lines for number in line for digit in number]
-    text = "\n".join(
-        " ".join("".join(str(digit.label) for digit in number) for number in line) for line in lines
-    )
-    return Reading(width, height, text, ordered)
+    return [
+        (chosen, by_id[id(chosen)])
+        for candidate in candidates
+        for chosen in choose_reading(candidate, by_id)[0]
+        if by_id[id(chosen)].max() >= cfg.min_confidence
+    ]
+
+
+def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate, np.ndarray]]:
+    """The regions that look like ink written on purpose, judged against the page's own digits.
+
+    A confident label is not enough: faint ink beside the page's digits (show-through, faint
+    print), a small solid blob (dust, a speck), a lone region much smaller than the page's
+    digits with no neighbour of its size (specks of any shape), and a bar or blob cut by the
+    picture's border (a scanner's dark edge) are clutter.
+    """
+    if len(read) < 2:
+        return read
+    confident = [c for c, p in read if p.max() >= REFERENCE_CONFIDENCE] or [c for c, _ in read]
+    height = float(np.median([c.box[3] for c in confident]))
+    strength = float(np.median([c.looks.strength for c in confident]))
+    clean = []
+    for candidate, probabilities in read:
+        looks = candidate.looks
+        _, _, w, h = candidate.box
+        aspect = w / max(1, h)
+        faint = looks.strength < FAINT * strength
+        blob = (
+            looks.thickness >= BLOB_THICKNESS
+            and looks.solidity >= BLOB_SOLIDITY
+            and aspect >= BLOB_ASPECT
+            and h < 0.5 * height
+        )
+        cut = looks.edge and (aspect >= 2 or aspect <= 0.5 or looks.fill >= 0.6)
+        if not (faint or blob or cut):
+            clean.append((candidate, probabilities))
+    if not clean:
+        return clean
+    # Then, among what is left, specks: lone regions far smaller than the page's digits. A bar
+    # (a 1, or a scratch) this short for the page is a scratch.
+    boxes = np.array([c.box for c, _ in clean], np.float64)
+    kept = []
+    for index, (candidate, probabilities) in enumerate(clean):
+        _, _, w, h = candidate.box
+        short = h < (BAR_HEIGHT if w < BLOB_ASPECT * h else SPECK_HEIGHT) * height
+        if not (short and not has_neighbour(boxes, index)):
+            kept.append((candidate, probabilities))
+    return kept
+
+
+def has_neighbour(boxes: np.ndarray, index: int) -> bool:
+    """Whether a region of about the same height lies beside region ``index`` on its line."""
+    x, y, w, h = boxes[index]
+    others = np.delete(boxes, index, axis=0)
+    ox, oy, ow, oh = others.T
+    similar = (oh >= 0.6 * h) & (oh <= 1.6 * h)
+    gap = np.maximum(ox - (x + w), x - (ox + ow))
+    level = np.abs((oy + oh / 2) - (y + h / 2)) <= h
+    return bool((similar & (gap <= 3 * h) & level).any())
 
 
 def classify_all(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from digits_cli.config import SegmentSettings
-from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, mnist_crop
+from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, mnist_crop, quantile, stroke_width
 from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
 from digits_cli.finder.paper import colour_distance, estimate_background, ink_mask, working_rgb
 from digits_cli.finder.results import Box
@@ -26,6 +26,17 @@ MAX_COMPONENTS = 400
 
 
 @dataclass
+class Looks:
+    """What a region's ink looks like, to tell digits from clutter."""
+
+    strength: float  # its ink's contrast (90th percentile), in colour distance over the paper
+    thickness: float  # mean stroke width over the region's height (a blob's is ~0.5)
+    fill: float  # share of its box that is ink
+    solidity: float  # share of its convex hull that is strong ink (a blob's is ~1)
+    edge: bool  # touches the picture's border
+
+
+@dataclass
 class Candidate:
     """Something that looks like one digit: where it is and its MNIST-style 28x28 crop.
 
@@ -35,6 +46,8 @@ class Candidate:
 
     box: Box  # x, y, width, height in the original picture's pixels
     crop: np.ndarray  # (28, 28) float32 in [0, 1], white ink on black
+    # How it looks as ink, to tell digits from clutter (see reading.plausible).
+    looks: Looks = field(default_factory=lambda: Looks(1.0, 0.1, 0.0, 0.5, False))
     # A wide region may be digits touching: its left and right parts, read instead if surer.
     parts: list[Candidate] = field(default_factory=list)
     # For a wide region, makes those parts: only once its whole reading proves unsure.
@@ -111,7 +124,8 @@ def make_candidate(
     crop = mnist_crop(contrast, own)
     if crop is None:
         return None
-    candidate = Candidate(original_box((x, y, w, h), scale, image), crop)
+    box = original_box((x, y, w, h), scale, image)
+    candidate = Candidate(box, crop, looks_of(contrast, own, box, image))
     if depth < MAX_SPLIT_DEPTH and w > SPLIT_FROM * h and w >= 4:
 
         def split() -> list[Candidate]:
@@ -137,6 +151,25 @@ def make_candidate(
 
         candidate.splitter = split
     return candidate
+
+
+def looks_of(contrast: np.ndarray, own: np.ndarray, box: Box, image: Any) -> Looks:
+    """How the ink ``own`` (with its ``contrast``) at ``box`` of ``image`` looks."""
+    height, width = np.shape(image)[:2]
+    x, y, w, h = box
+    edge = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
+    import cv2
+
+    values = contrast[own]
+    strength = quantile(values, 0.9) if values.size else 0.0
+    core = (own & (contrast >= 0.5 * strength)).view(np.uint8)
+    points = cv2.findNonZero(core)
+    hull = cv2.contourArea(cv2.convexHull(points)) if points is not None else 0.0
+    # The hull runs through pixel centres: half a pixel of outline around it belongs to it.
+    hull += cv2.arcLength(cv2.convexHull(points), True) / 2 + 1 if points is not None else 0.0
+    solidity = float(np.count_nonzero(core)) / hull if hull > 0 else 0.0
+    thickness = stroke_width(own) / own.shape[0]
+    return Looks(strength, thickness, float(own.mean()), solidity, edge)
 
 
 def split_column(own: np.ndarray) -> int:
