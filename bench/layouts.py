@@ -242,11 +242,13 @@ def boxes(rng: np.random.Generator, writer: Writer, notes: list[str]) -> Sample:
     width, height = (int(v) for v in rng.choice([(800, 600), (1024, 768), (640, 480), (1200, 900)]))
     paper, pen = colours(rng)
     line_colour = FORM_LINES[rng.integers(len(FORM_LINES))]
+    if np.sqrt(((paper - np.array(line_colour)) ** 2).mean()) < 0.2:
+        line_colour = FORM_LINES[0]  # a form's boxes are printed to be seen
     notes.append("line colour " + ",".join(f"{c:.2f}" for c in line_colour))
     alpha, lines = np.zeros((height, width), np.float32), np.zeros((height, width), np.float32)
     digit_height = float(rng.uniform(18, min(70, height / 9)))
     cell_h = digit_height * rng.uniform(1.15, 1.6)
-    cell_w = cell_h * rng.uniform(0.7, 1.1)
+    cell_w = cell_h * rng.uniform(0.75, 1.1)
     thickness = int(rng.integers(1, 4))
     fields = int(rng.integers(1, 5))
     row_step = cell_h * rng.uniform(1.6, 2.6)
@@ -268,10 +270,14 @@ def boxes(rng: np.random.Generator, writer: Writer, notes: list[str]) -> Sample:
             number = []
             for cell in range(max(1, filled)):
                 size = digit_height * rng.uniform(0.85, 1.1)
-                # Often the pen strays onto the box lines.
-                dx = rng.uniform(-0.15, 0.45) * cell_w
-                dy = rng.uniform(-0.2, 0.2) * cell_h + (cell_h - size) / 2
                 ink, label = writer.glyph(printed)
+                rows_, cols_ = np.nonzero(ink)
+                wide = size * (np.ptp(cols_) + 1) / (np.ptp(rows_) + 1)
+                # Written in the cell, often straying onto its lines (or over the top); printed
+                # digits are set in the middle.
+                stray = 0.04 if printed else 0.15
+                dx = (cell_w - wide) / 2 + rng.uniform(-stray, stray) * cell_w
+                dy = (cell_h - size) / 2 + rng.uniform(-stray, stray) * cell_h
                 box = paste_digit(alpha, ink, x0 + cell * cell_w + dx, y0 + dy, size)
                 if box is not None:
                     number.append({"label": label, "box": box})

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from digits_cli.finder.results import Box
+
 # A component is at most this many times wider than tall (wide handwritten 2s reach ~1.9).
 MAX_WIDTH_RATIO = 2.2
 # A line is at least this many times longer than thick.
@@ -73,7 +75,7 @@ def label_ink(mask: np.ndarray, strong: np.ndarray) -> Ink:
 
 def remove_lines(
     ink: Ink, mask: np.ndarray, strong: np.ndarray, min_height: int
-) -> tuple[Ink, np.ndarray | None]:
+) -> tuple[Ink, np.ndarray | None, list[Box]]:
     """Cut long straight lines (rules, margins, underlines, strike-throughs) out of the ink.
 
     A thin straight horizontal run is a line when it is much longer than the ink attached to it
@@ -81,19 +83,32 @@ def remove_lines(
     alone, when a fifth of the picture wide and much longer than the tallest digit (so a 7's top
     bar drawn apart stays). A vertical run is most likely a 1 (or a stroke of a 4): it is a line
     only when much longer than the tallest digit, or, with no digit about, when it spans nearly
-    the whole picture. What is left must again hold ``strong`` ink, so the faint ragged edges
-    of a cut line do not become digits. Returns the ink without the lines, and the lines (None
-    if there were none).
+    the whole picture. Printed form fields (boxes, combs: see :func:`forms.find_fields`) are cut
+    out whole, walls and all. What is left must again hold ``strong`` ink, so the faint ragged
+    edges of a cut line do not become digits. Returns the ink without the lines, the lines (None
+    if there were none) and the form fields' boxes.
     """
+    from digits_cli.finder.forms import find_fields
+
     height, width = mask.shape
     across = thin_runs(ink, mask, (1, 3 * min_height))
     down = thin_runs(ink, mask, (max(4 * min_height, height // 5), 1))
     if not across and not down:
-        return ink, None
+        return ink, None, []
+    walls, form_lines, fields = find_fields(ink, mask, across, min_height)
     runs = np.zeros_like(mask)
     for run in across + down:
         runs[run.window][run.inside] = 1
     lines = np.zeros_like(mask)
+    if walls or form_lines:
+        import cv2
+
+        for wall in walls:
+            lines[wall.window][wall.inside] = 1  # already just the wall's own pixels
+        for run in form_lines:
+            cut_run(run, lines)
+        # A printed line's soft edges too, else they stay behind as slivers beside the cut.
+        lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & mask
     # Ink that is mostly one vertical run (a rule, or a 1) does not tell how tall digits are.
     bars = {run.owner for run in down if run.length >= 0.8 * ink.boxes[run.owner, 3]}
     tallest = tallest_digit(ink, bars, min_height, height)
@@ -114,14 +129,21 @@ def remove_lines(
         if run.length >= LINE_SPAN * height or (tallest and run.length >= LONG_LINE * tallest):
             cut_run(run, lines)
     if not lines.any():
-        return ink, None
+        return ink, None, fields
     kept = ink.real[ink.labels]
     kept[lines.view(bool)] = False
-    return label_ink(kept.view(np.uint8), strong & kept), lines
+    return label_ink(kept.view(np.uint8), strong & kept), lines, fields
 
 
-def thin_runs(ink: Ink, mask: np.ndarray, kernel: tuple[int, int]) -> list[Run]:
-    """Thin straight runs of real ink at least ``kernel`` long (one row or one column)."""
+def thin_runs(
+    ink: Ink,
+    mask: np.ndarray,
+    kernel: tuple[int, int],
+    owners: set[int] | None = None,
+    elongation: float = LINE_ELONGATION,
+) -> list[Run]:
+    """Thin straight runs of real ink at least ``kernel`` long (one row or one column), at least
+    ``elongation`` times longer than thick, in the components ``owners`` (default: any)."""
     import cv2
 
     rows, cols = kernel
@@ -132,6 +154,8 @@ def thin_runs(ink: Ink, mask: np.ndarray, kernel: tuple[int, int]) -> list[Run]:
     # Only components at least that long can hold such a run: look just around them.
     extent = ink.boxes[:, 2 if horizontal else 3]
     long = np.flatnonzero(ink.real & (extent >= length))
+    if owners is not None:
+        long = long[np.isin(long, list(owners))]
     if long.size == 0:
         return []
     boxes = ink.boxes[long]
@@ -155,14 +179,14 @@ def thin_runs(ink: Ink, mask: np.ndarray, kernel: tuple[int, int]) -> list[Run]:
         # a piece's area closely enough (pixels = enclosed area + half the outline) without
         # labelling every piece.
         area = cv2.contourArea(contour) + cv2.arcLength(contour, True) / 2 + 1
-        if span * span < LINE_ELONGATION * area:
+        if span * span < elongation * area:
             continue
         col, row = (int(v) for v in contour[0, 0])
         window = runs[y : y + h, x : x + w]
         _, pieces = cv2.connectedComponents(window, connectivity=8)
         inside = pieces == pieces[row - y, col - x]
         owner = int(ink.labels[y0 + row, x0 + col])
-        if ink.real[owner]:
+        if ink.real[owner] and (owners is None or owner in owners):
             found.append(Run(x0 + x, y0 + y, inside, owner, horizontal))
     return found
 

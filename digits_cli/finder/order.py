@@ -31,25 +31,32 @@ SURE_GAP = 1.5
 MAX_HEIGHT_RATIO = 3.0
 
 
-def arrange(digits: list[Digit], number_gap: float) -> list[list[list[Digit]]]:
+def arrange(
+    digits: list[Digit], number_gap: float, fields: list[int] | None = None
+) -> list[list[list[Digit]]]:
     """Digits as rows (top to bottom) of numbers (left to right) of digits.
 
     Within a row a new number starts where the gap between neighbours exceeds ``number_gap``
-    times their mean height.
+    times their mean height. Digits written in one printed form field (``fields``: each digit's
+    field, -1 for none) are one number whatever the gaps; a new field starts a new number.
     """
     if not digits:
         return []
     boxes = np.array([d.box for d in digits], np.float64)
     slope = page_slope(boxes)
-    chains = link_rows(boxes, slope)
+    field = np.array(fields if fields is not None else [-1] * len(digits))
+    chains = link_rows(boxes, slope, field)
     rows = join_rows(chains, boxes, slope)
     lines = []
     for row in rows:
-        members = [digits[i] for i in row]
-        numbers = [[members[0]]]
-        for left, right in itertools.pairwise(members):
+        numbers = [[digits[row[0]]]]
+        for i, j in itertools.pairwise(row):
+            left, right = digits[i], digits[j]
             gap = right.box[0] - (left.box[0] + left.box[2])
-            if gap > number_gap * (left.box[3] + right.box[3]) / 2:
+            apart = gap > number_gap * (left.box[3] + right.box[3]) / 2
+            if field[i] >= 0 or field[j] >= 0:
+                apart = field[i] != field[j]
+            if apart:
                 numbers.append([])
             numbers[-1].append(right)
         lines.append(numbers)
@@ -92,9 +99,10 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
-def link_rows(boxes: np.ndarray, slope: float) -> list[list[int]]:
+def link_rows(boxes: np.ndarray, slope: float, field: np.ndarray) -> list[list[int]]:
     """Chains of digit indices, left to right: each digit linked to its nearest right neighbour
-    on the same line (greedily, nearest links first, each digit with one left and one right)."""
+    on the same line (greedily, nearest links first, each digit with one left and one right).
+    Digits of one form ``field`` (-1: none) are on one line however they stray in their boxes."""
     cx, cy = centres(boxes)
     x0, y0, w, h = boxes.T
     # Positions with the page's slope taken out: a slanted row becomes level.
@@ -108,6 +116,7 @@ def link_rows(boxes: np.ndarray, slope: float) -> list[list[int]]:
         drift = np.abs((cy - slope * cx) - (cy[i] - slope * cx[i]))
         shared = np.minimum(level + h, level[i] + h[i]) - np.maximum(level, level[i])
         same_line = (drift <= LINK_DRIFT * tall) | (shared >= LINK_OVERLAP * short)
+        same_line |= (field == field[i]) & (field >= 0)
         ok = (
             (dx > 0) & (gap <= MAX_LINK_GAP * tall) & same_line & (tall <= MAX_HEIGHT_RATIO * short)
         )

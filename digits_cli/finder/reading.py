@@ -38,11 +38,12 @@ def read_digits(
     """
     shape = np.shape(image)
     height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+    read = plausible(read_candidates(image, classify, cfg))
     digits = [
         Digit(int(np.argmax(row)), float(row.max()), chosen.box, [float(p) for p in row])
-        for chosen, row in plausible(read_candidates(image, classify, cfg))
+        for chosen, row in read
     ]
-    lines = arrange(digits, cfg.number_gap)
+    lines = arrange(digits, cfg.number_gap, [chosen.field for chosen, _ in read])
     ordered = [digit for line in lines for number in line for digit in number]
     text = "\n".join(
         " ".join("".join(str(digit.label) for digit in number) for number in line) for line in lines

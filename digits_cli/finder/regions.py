@@ -52,11 +52,17 @@ class Candidate:
     parts: list[Candidate] = field(default_factory=list)
     # For a wide region, makes those parts: only once its whole reading proves unsure.
     splitter: Callable[[], list[Candidate]] | None = field(default=None, repr=False, compare=False)
+    # The printed form field it is written in (digits of one field are one number), or -1.
+    field: int = -1
 
     def split(self) -> None:
         """Make this region's parts (and theirs), if it is wide enough to have any."""
         if self.splitter is not None and not self.parts:
             self.parts = self.splitter()
+            for part in self.parts:
+                part.field = self.field
+                for piece in part.parts:
+                    piece.field = self.field
 
 
 def find_digits(image: np.ndarray, cfg: SegmentSettings) -> list[Candidate]:
@@ -81,7 +87,7 @@ def find_digits(image: np.ndarray, cfg: SegmentSettings) -> list[Candidate]:
         contrast[~sheet] = 0  # the desk around a sheet of paper
     mask, strong, noise = ink_mask(contrast, cfg.min_contrast, sheet)
     ink = label_ink(mask, strong)
-    ink, lines = remove_lines(ink, mask, strong, min_height)
+    ink, lines, fields = remove_lines(ink, mask, strong, min_height)
     regions = find_regions(ink, lines, smooth, contrast, min_height)
     # Small digits keep their holes only without the blur, which is needed against noise alone.
     clean = noise < CLEAN_NOISE
@@ -95,8 +101,19 @@ def find_digits(image: np.ndarray, cfg: SegmentSettings) -> list[Candidate]:
         )
         candidate = make_candidate(own_contrast, own, (x, y), scale, image, min_height)
         if candidate is not None:
+            candidate.field = field_of((x, y, w, h), fields)
             candidates.append(candidate)
     return candidates
+
+
+def field_of(box: Box, fields: list[Box]) -> int:
+    """The form field (index) holding the centre of ``box``, or -1."""
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    for index, (fx, fy, fw, fh) in enumerate(fields):
+        if fx <= cx <= fx + fw and fy - 0.25 * fh <= cy <= fy + 1.25 * fh:
+            return index
+    return -1
 
 
 def make_candidate(
