@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from digits_cli.finder.crop import SQUARE_3
 from digits_cli.finder.results import Box
 
 # A component is at most this many times wider than tall (wide handwritten 2s reach ~1.9).
@@ -96,29 +97,30 @@ def remove_lines(
     if not across and not down:
         return ink, None, []
     walls, form_lines, fields = find_fields(ink, mask, across, min_height)
-    runs = np.zeros_like(mask)
-    for run in across + down:
-        runs[run.window][run.inside] = 1
+    import cv2
+
     lines = np.zeros_like(mask)
     if walls or form_lines:
-        import cv2
-
         for wall in walls:
             lines[wall.window][wall.inside] = 1  # already just the wall's own pixels
         for run in form_lines:
             cut_run(run, lines)
         # A printed line's soft edges too, else they stay behind as slivers beside the cut.
-        lines = cv2.dilate(lines, np.ones((3, 3), np.uint8)) & mask
+        lines = cv2.dilate(lines, SQUARE_3) & mask
     # Ink that is mostly one vertical run (a rule, or a 1) does not tell how tall digits are.
     bars = {run.owner for run in down if run.length >= 0.8 * ink.boxes[run.owner, 3]}
     tallest = tallest_digit(ink, bars, min_height, height)
+    # Runs that are lines whatever is attached (a margin, a rule across the page): with their
+    # soft edges, they are no ink attached to another run. A short run (a 7's cross-bar) is.
+    sure = np.zeros_like(mask)
+    for run in across + down:
+        if run.length >= (
+            max(width // 5, LONG_LINE * tallest) if run.horizontal else LINE_SPAN * height
+        ):
+            sure[run.window][run.inside] = 1
+    sure = cv2.dilate(sure, SQUARE_3)
     for run in across:
-        x, y, w, h = (int(v) for v in ink.boxes[run.owner])
-        attached = (ink.labels[y : y + h, x : x + w] == run.owner) & (
-            runs[y : y + h, x : x + w] == 0
-        )
-        rows = np.flatnonzero(attached.any(axis=1))
-        extent = int(rows[-1] - rows[0] + 1) if rows.size else 0
+        extent = attached_extent(ink, sure, run)
         # A bar's own rounded ends and soft edges are not ink attached to it.
         if extent <= 2 * run.inside.shape[0] + 2:
             extent = 0
@@ -133,6 +135,39 @@ def remove_lines(
     kept = ink.real[ink.labels]
     kept[lines.view(bool)] = False
     return label_ink(kept.view(np.uint8), strong & kept), lines, fields
+
+
+def attached_extent(ink: Ink, sure: np.ndarray, run: Run) -> int:
+    """How tall the tallest piece of ink touching ``run`` is, it and the ``sure`` lines (grown by
+    a pixel) left out.
+
+    Pieces, not their span: a rule on a ruled page joined to the others by a margin line has
+    only the digits standing on it attached, not the whole page; a 7's cross-bar still joins
+    the halves of its stem.
+    """
+    import cv2
+
+    x, y, w, h = (int(v) for v in ink.boxes[run.owner])
+    # The run's pixels in the component's window (the run may poke out of it by a pixel).
+    pad_y, pad_x = run.inside.shape
+    own = np.zeros((h + 2 * pad_y, w + 2 * pad_x), np.uint8)
+    top, left = run.y - y + pad_y, run.x - x + pad_x
+    if top < 0 or left < 0 or top + pad_y > own.shape[0] or left + pad_x > own.shape[1]:
+        return 0
+    own[top : top + pad_y, left : left + pad_x] = run.inside
+    own = own[pad_y : pad_y + h, pad_x : pad_x + w]
+    left_out = cv2.dilate(own, SQUARE_3) | sure[y : y + h, x : x + w]
+    attached = (ink.labels[y : y + h, x : x + w] == run.owner) & (left_out == 0)
+    if not attached.any():
+        return 0
+    _, pieces, stats, _ = cv2.connectedComponentsWithStats(
+        attached.astype(np.uint8), None, None, None, 8
+    )
+    # Two pixels out: what was left out around the run is a pixel wide.
+    near = cv2.dilate(own, np.ones((5, 5), np.uint8)).view(bool)
+    touching = np.unique(pieces[near & attached])
+    touching = touching[touching > 0]
+    return int(stats[touching, cv2.CC_STAT_HEIGHT].max()) if touching.size else 0
 
 
 def thin_runs(
