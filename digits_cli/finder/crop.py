@@ -13,19 +13,22 @@ RENDER_OVERSAMPLE = 2
 SQUARE_3 = np.ones((3, 3), np.uint8)
 
 
-def mnist_crop(contrast: np.ndarray, own: np.ndarray) -> np.ndarray | None:
+def ink_strength(contrast: np.ndarray, own: np.ndarray) -> float:
+    """A region's ink strength: the 90th percentile of its ``contrast`` over its ink ``own``."""
+    values = contrast[own]
+    return quantile(values, 0.9) if values.size else 0.0
+
+
+def mnist_crop(contrast: np.ndarray, own: np.ndarray, peak: float) -> np.ndarray | None:
     """The region's ink as MNIST draws digits: (28, 28) float32, white on black, or None if empty.
 
     The ink is scaled to its own strength (cores saturate like MNIST's pen), its strokes thickened
     or thinned to MNIST's width at the final size, fitted in 20x20 keeping the aspect ratio with
     area averaging, then shifted so its centre of mass is the centre of the 28x28 frame.
+    ``peak`` is the region's :func:`ink_strength`.
     """
     import cv2
 
-    values = contrast[own]
-    if values.size == 0:
-        return None
-    peak = quantile(values, 0.9)
     if peak <= 0:
         return None
     # Faint anti-aliased edges just outside the threshold belong to the digit; other ink does not.

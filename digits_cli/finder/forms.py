@@ -16,6 +16,8 @@ import numpy as np
 from digits_cli.finder.ink import Ink, Run, thin_runs
 from digits_cli.finder.results import Box
 
+# A field's line is at least this many times as long as its ink (walls, digits) is tall.
+FIELD_LENGTH = 1.3
 # An upright run meets a horizontal line when it ends within this many pixels of it.
 REACH = 2
 # Walls and ticks are at most this many times as thick as the field's line (plus a pixel).
@@ -38,6 +40,8 @@ def find_fields(
     (x, y, w, h at working resolution: where its digits are written)."""
     import cv2
 
+    # A field's line is long for the ink it holds (two cells at least); a digit's stroke is not.
+    across = [run for run in across if run.length >= FIELD_LENGTH * ink.boxes[run.owner, 3]]
     if not across:
         return [], [], []
     owners = {run.owner for run in across}

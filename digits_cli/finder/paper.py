@@ -19,6 +19,8 @@ MIXED_POLARITY = 0.1
 # border) by this many grey levels.
 SHEET_SHARE = (0.2, 0.985)
 SHEET_STEP = 45
+# At least this share of the picture's border shows the desk.
+SHEET_BORDER = 0.1
 # Pixels sampled to measure the picture's noise level.
 NOISE_SAMPLES = 20_000
 # Weights summing squared 8-bit channel differences so that black on white comes to 1.
@@ -166,13 +168,19 @@ def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
 
     grey = cv2.cvtColor(thumbnail, cv2.COLOR_RGB2GRAY)
     _, bright = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # A desk shows at the picture's border: if the border is all bright, there is none.
+    border = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
+    if border.mean() > 1 - SHEET_BORDER:
+        return None
     count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
     if count < 2:
         return None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    points = cv2.findNonZero((labels == largest).view(np.uint8))
+    outline, _ = cv2.findContours(
+        (labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     sheet = np.zeros_like(grey)
-    cv2.fillPoly(sheet, [cv2.convexHull(points)], 1)
+    cv2.fillPoly(sheet, [cv2.convexHull(np.concatenate(outline))], 1)
     share = float(sheet.mean())
     if not SHEET_SHARE[0] <= share <= SHEET_SHARE[1]:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from digits_cli.config import SegmentSettings
-from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, mnist_crop, quantile, stroke_width
+from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop, stroke_width
 from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
 from digits_cli.finder.paper import colour_distance, estimate_background, ink_mask, working_rgb
 from digits_cli.finder.results import Box
@@ -30,10 +31,20 @@ class Looks:
     """What a region's ink looks like, to tell digits from clutter."""
 
     strength: float  # its ink's contrast (90th percentile), in colour distance over the paper
-    thickness: float  # mean stroke width over the region's height (a blob's is ~0.5)
     fill: float  # share of its box that is ink
-    solidity: float  # share of its convex hull that is strong ink (a blob's is ~1)
     edge: bool  # touches the picture's border
+    # Measured when asked (they cost more): its mean stroke width over its height (a blob's is
+    # ~0.5), and the share of its convex hull that is strong ink (a blob's is ~1).
+    measure_thickness: Callable[[], float] = field(default=lambda: 0.1, repr=False)
+    measure_solidity: Callable[[], float] = field(default=lambda: 0.5, repr=False)
+
+    @functools.cached_property
+    def thickness(self) -> float:
+        return self.measure_thickness()
+
+    @functools.cached_property
+    def solidity(self) -> float:
+        return self.measure_solidity()
 
 
 @dataclass
@@ -47,7 +58,7 @@ class Candidate:
     box: Box  # x, y, width, height in the original picture's pixels
     crop: np.ndarray  # (28, 28) float32 in [0, 1], white ink on black
     # How it looks as ink, to tell digits from clutter (see reading.plausible).
-    looks: Looks = field(default_factory=lambda: Looks(1.0, 0.1, 0.0, 0.5, False))
+    looks: Looks = field(default_factory=lambda: Looks(1.0, 0.0, False))
     # A wide region may be digits touching: its left and right parts, read instead if surer.
     parts: list[Candidate] = field(default_factory=list)
     # For a wide region, makes those parts: only once its whole reading proves unsure.
@@ -138,11 +149,12 @@ def make_candidate(
     contrast = contrast[top:bottom, left:right]
     x, y = origin[0] + left, origin[1] + top
     h, w = own.shape
-    crop = mnist_crop(contrast, own)
+    strength = ink_strength(contrast, own)
+    crop = mnist_crop(contrast, own, strength)
     if crop is None:
         return None
     box = original_box((x, y, w, h), scale, image)
-    candidate = Candidate(box, crop, looks_of(contrast, own, box, image))
+    candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image))
     if depth < MAX_SPLIT_DEPTH and w > SPLIT_FROM * h and w >= 4:
 
         def split() -> list[Candidate]:
@@ -170,23 +182,33 @@ def make_candidate(
     return candidate
 
 
-def looks_of(contrast: np.ndarray, own: np.ndarray, box: Box, image: Any) -> Looks:
-    """How the ink ``own`` (with its ``contrast``) at ``box`` of ``image`` looks."""
+def looks_of(contrast: np.ndarray, own: np.ndarray, strength: float, box: Box, image: Any) -> Looks:
+    """How the ink ``own`` (with its ``contrast`` and ``strength``) at ``box`` of ``image``
+    looks; its stroke structure is measured only when asked."""
     height, width = np.shape(image)[:2]
     x, y, w, h = box
     edge = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
+    return Looks(
+        strength,
+        float(own.mean()),
+        edge,
+        lambda: stroke_width(own) / own.shape[0],
+        lambda: solidity(contrast, own, strength),
+    )
+
+
+def solidity(contrast: np.ndarray, own: np.ndarray, strength: float) -> float:
+    """The share of the convex hull of the strong ink of ``own`` that is strong ink."""
     import cv2
 
-    values = contrast[own]
-    strength = quantile(values, 0.9) if values.size else 0.0
-    core = (own & (contrast >= 0.5 * strength)).view(np.uint8)
-    points = cv2.findNonZero(core)
-    hull = cv2.contourArea(cv2.convexHull(points)) if points is not None else 0.0
+    core = (own & (contrast >= 0.5 * strength)).astype(np.uint8)
+    contours, _ = cv2.findContours(core, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0
+    hull = cv2.convexHull(np.concatenate(contours))
     # The hull runs through pixel centres: half a pixel of outline around it belongs to it.
-    hull += cv2.arcLength(cv2.convexHull(points), True) / 2 + 1 if points is not None else 0.0
-    solidity = float(np.count_nonzero(core)) / hull if hull > 0 else 0.0
-    thickness = stroke_width(own) / own.shape[0]
-    return Looks(strength, thickness, float(own.mean()), solidity, edge)
+    area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
+    return float(np.count_nonzero(core)) / area
 
 
 def split_column(own: np.ndarray) -> int:
