@@ -18,6 +18,8 @@ from digits_cli.finder.results import Box
 
 # A field's line is at least this many times as long as its ink (walls, digits) is tall.
 FIELD_LENGTH = 1.3
+# A line this share of the page wide is squared paper's, not a form field's.
+PAGE_WIDE = 0.9
 # An upright run meets a horizontal line when it ends within this many pixels of it.
 REACH = 2
 # Walls and ticks are at most this many times as thick as the field's line (plus a pixel).
@@ -40,8 +42,14 @@ def find_fields(
     (x, y, w, h at working resolution: where its digits are written)."""
     import cv2
 
-    # A field's line is long for the ink it holds (two cells at least); a digit's stroke is not.
-    across = [run for run in across if run.length >= FIELD_LENGTH * ink.boxes[run.owner, 3]]
+    # A field's line is long for the ink it holds (two cells at least), or spans the page
+    # (squared paper); a digit's stroke is neither.
+    page_width = mask.shape[1]
+    across = [
+        run
+        for run in across
+        if run.length >= FIELD_LENGTH * ink.boxes[run.owner, 3] or run.length >= page_width / 2
+    ]
     if not across:
         return [], [], []
     owners = {run.owner for run in across}
@@ -93,7 +101,8 @@ def find_fields(
         top = round(float(np.median([w.y for w in standing])))
         bottom = round(float(np.median([w.y + w.inside.shape[0] for w in standing])))
         field = (line.x, top, line.inside.shape[1], bottom - top)
-        fields.append(field)
+        if line.length < PAGE_WIDE * page_width:
+            fields.append(field)  # squared paper's cells hold digits of many numbers
         # Every wall of the field, touched by a digit or not: columns inked nearly all the way
         # between its lines (a digit's stroke seldom is).
         thickest = WALL_THICKNESS * thickness[base - 1] + 1
@@ -124,7 +133,8 @@ def find_fields(
         # The digits stand on the base line, about a pitch tall.
         tall = round(max(pitch, 2.0 * max(lengths)))
         bottom = max(t.y + t.inside.shape[0] for t in standing)
-        fields.append((line.x, bottom - tall, line.inside.shape[1], tall))
+        if line.length < PAGE_WIDE * page_width:
+            fields.append((line.x, bottom - tall, line.inside.shape[1], tall))
     unique = list({id(w): w for w in field_walls}.values())
     # Walls are cut as found (their cores); the lines through cut_run.
     return unique, [across[k - 1] for k in sorted(field_lines)], fields

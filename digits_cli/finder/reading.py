@@ -12,6 +12,8 @@ from digits_cli.finder.regions import Candidate, find_digits
 from digits_cli.finder.results import Digit, Reading
 
 SURE = 0.9
+# Every piece of a region too wide for one digit is read this surely, or none is kept.
+WIDE_SURE = 0.7
 # The page's digits, to judge clutter by, are the regions read this surely.
 REFERENCE_CONFIDENCE = 0.8
 # Clutter: ink fainter than this share of the page's digits; a solid blob (stroke this thick
@@ -60,7 +62,11 @@ def read_candidates(
     if not candidates:
         return []
     by_id = classify_all(candidates, classify)
-    unsure = [c for c in candidates if c.splitter is not None and by_id[id(c)].max() < SURE]
+    unsure = [
+        c
+        for c in candidates
+        if c.splitter is not None and (c.too_wide or by_id[id(c)].max() < SURE)
+    ]
     for candidate in unsure:
         candidate.split()
     parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
@@ -79,8 +85,8 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
 
     A confident label is not enough: faint ink beside the page's digits (show-through, faint
     print), a small solid blob (dust, a speck), a lone region much smaller than the page's
-    digits with no neighbour of its size (specks of any shape), and a bar or blob cut by the
-    picture's border (a scanner's dark edge) are clutter.
+    digits with no neighbour of its size (specks of any shape), a bar or blob cut by the
+    picture's border (a scanner's dark edge) and a box's outline are clutter.
     """
     if len(read) < 2:
         return read
@@ -100,7 +106,9 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
             and looks.solidity >= BLOB_SOLIDITY  # measured last: the costliest
         )
         cut = looks.edge and (aspect >= 2 or aspect <= 0.5 or looks.fill >= 0.6)
-        if not (faint or blob or cut):
+        # A box (a form's, a grid's cell) is never a digit; a bar fills its box, a box does not.
+        box = looks.fill < 0.5 and looks.framed
+        if not (faint or blob or cut or box):
             clean.append((candidate, probabilities))
     if not clean:
         return clean
@@ -143,13 +151,21 @@ def with_parts(candidate: Candidate) -> list[Candidate]:
 def choose_reading(
     candidate: Candidate, probabilities: dict[int, np.ndarray]
 ) -> tuple[list[Candidate], float]:
-    """Read a region whole or split, whichever is surer: the pieces and their weakest confidence."""
+    """Read a region whole or split, whichever is surer: the pieces and their weakest confidence.
+
+    A region too wide for a digit is read split only, and only if every piece is sure enough
+    (else it is no row of digits, but a scribble, a word or a line): no pieces then.
+    """
     whole = float(probabilities[id(candidate)].max())
     if not candidate.parts:
-        return [candidate], whole
+        return ([], 0.0) if candidate.too_wide else ([candidate], whole)
     pieces, weakest = [], 1.0
     for part in candidate.parts:
         part_pieces, part_weakest = choose_reading(part, probabilities)
+        if not part_pieces:
+            return ([], 0.0) if candidate.too_wide else ([candidate], whole)
         pieces += part_pieces
         weakest = min(weakest, part_weakest)
+    if candidate.too_wide:
+        return (pieces, weakest) if weakest >= WIDE_SURE else ([], 0.0)
     return (pieces, weakest) if weakest > whole else ([candidate], whole)

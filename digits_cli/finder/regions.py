@@ -22,6 +22,12 @@ CLEAN_NOISE = 0.01
 # recursively up to this depth, when read whole with less confidence than SURE.
 SPLIT_FROM = 0.9
 MAX_SPLIT_DEPTH = 2
+# A region up to this many times wider than tall may be digits touching (wider is not digits);
+# beyond MAX_WIDTH_RATIO it is read only split, down to this depth (eight parts at most).
+MAX_TOUCHING_WIDTH = 6.0
+WIDE_SPLIT_DEPTH = 3
+# Ink along this share of every side of its box is a box.
+FRAMED = 0.85
 # Beyond this many components the picture is noise; the largest ones are kept.
 MAX_COMPONENTS = 400
 
@@ -37,6 +43,12 @@ class Looks:
     # ~0.5), and the share of its convex hull that is strong ink (a blob's is ~1).
     measure_thickness: Callable[[], float] = field(default=lambda: 0.1, repr=False)
     measure_solidity: Callable[[], float] = field(default=lambda: 0.5, repr=False)
+    # Whether its ink runs along all four sides of its box (a printed box, a grid's cell).
+    measure_framed: Callable[[], bool] = field(default=lambda: False, repr=False)
+
+    @functools.cached_property
+    def framed(self) -> bool:
+        return self.measure_framed()
 
     @functools.cached_property
     def thickness(self) -> float:
@@ -65,6 +77,8 @@ class Candidate:
     splitter: Callable[[], list[Candidate]] | None = field(default=None, repr=False, compare=False)
     # The printed form field it is written in (digits of one field are one number), or -1.
     field: int = -1
+    # Wider than any digit: digits touching, read only split.
+    too_wide: bool = False
 
     def split(self) -> None:
         """Make this region's parts (and theirs), if it is wide enough to have any."""
@@ -135,11 +149,14 @@ def make_candidate(
     image: Any,
     min_height: int,
     depth: int = 0,
+    max_depth: int = MAX_SPLIT_DEPTH,
 ) -> Candidate | None:
     """A candidate for the ink ``own`` with its ``contrast`` (same shape, placed at ``origin``).
 
     A region too wide for one digit also gets a splitter making its left and right parts (and
-    theirs, down to ``MAX_SPLIT_DEPTH``) as candidates, for when reading it whole proves unsure.
+    theirs, down to ``max_depth``) as candidates, for when reading it whole proves unsure. A
+    region wider than any digit (several touching) is ``too_wide``: it is only read split, and
+    split deeper.
     """
     bounds = ink_bounds(own)
     if bounds is None:
@@ -155,7 +172,10 @@ def make_candidate(
         return None
     box = original_box((x, y, w, h), scale, image)
     candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image))
-    if depth < MAX_SPLIT_DEPTH and w > SPLIT_FROM * h and w >= 4:
+    candidate.too_wide = w > MAX_WIDTH_RATIO * h
+    if depth == 0 and candidate.too_wide:
+        max_depth = WIDE_SPLIT_DEPTH
+    if depth < max_depth and w > SPLIT_FROM * h and w >= 4:
 
         def split() -> list[Candidate]:
             cut = split_column(own)
@@ -167,7 +187,7 @@ def make_candidate(
                 for half in halves
                 if (
                     part := make_candidate(
-                        contrast, half, (x, y), scale, image, min_height, depth + 1
+                        contrast, half, (x, y), scale, image, min_height, depth + 1, max_depth
                     )
                 )
                 and part.box[3] * scale >= min_height / 2
@@ -194,7 +214,23 @@ def looks_of(contrast: np.ndarray, own: np.ndarray, strength: float, box: Box, i
         edge,
         lambda: stroke_width(own) / own.shape[0],
         lambda: solidity(contrast, own, strength),
+        lambda: framed(own),
     )
+
+
+def framed(own: np.ndarray) -> bool:
+    """Whether the ink ``own`` runs along nearly all of each side of its box, as a box's lines
+    do (a digit's round or open strokes leave the corners and most sides free)."""
+    if min(own.shape) < 6:
+        return False
+    band = max(2, min(own.shape) // 12)
+    sides = (
+        own[:band].any(axis=0),
+        own[-band:].any(axis=0),
+        own[:, :band].any(axis=1),
+        own[:, -band:].any(axis=1),
+    )
+    return all(side.mean() >= FRAMED for side in sides)
 
 
 def solidity(contrast: np.ndarray, own: np.ndarray, strength: float) -> float:
@@ -252,7 +288,7 @@ def find_regions(
         x1 = int((boxes[members, 0] + boxes[members, 2]).max())
         y1 = int((boxes[members, 1] + boxes[members, 3]).max())
         w, h = x1 - x0, y1 - y0
-        if h < min_height or w > MAX_WIDTH_RATIO * h:
+        if h < min_height or w > MAX_TOUCHING_WIDTH * h:
             continue
         if h >= 0.95 * height and w >= 0.95 * width and min(height, width) > 2 * MNIST_SIZE:
             continue  # a frame or a page edge, not a digit
