@@ -45,6 +45,8 @@ WORDS = (
     "the", "of", "and", "total", "date", "name", "amount", "invoice", "number", "page", "form",
 )  # fmt: skip
 Baseline = Callable[[float], float]
+# Set while make_layout draws a noiseless picture.
+NOISELESS = [False]
 
 
 @cache
@@ -57,7 +59,20 @@ def font_paths() -> tuple[str, ...]:
     except OSError:
         return ()
     paths = sorted({line.split(":")[0].strip() for line in listing.splitlines()})
-    return tuple(p for p in paths if p.endswith((".ttf", ".otf")) and "Math" not in p)
+    return tuple(
+        p for p in paths if p.endswith((".ttf", ".otf")) and "Math" not in p and has_digits(p)
+    )
+
+
+def has_digits(path: str) -> bool:
+    """Whether a font draws ten different digits (an icon font draws none, or one box ten
+    times)."""
+    try:
+        glyphs = [printed_glyph(path, str(digit)) for digit in range(10)]
+    except (OSError, ValueError):
+        return False
+    shapes = {(g.shape, g.tobytes()) for g in glyphs if g.size > 1}
+    return len(shapes) == 10
 
 
 @cache
@@ -68,6 +83,8 @@ def printed_glyph(path: str, char: str) -> np.ndarray:
     ImageDraw.Draw(canvas).text((20, 10), char, fill=255, font=font)
     ink = np.asarray(canvas)
     rows, cols = np.nonzero(ink > 0)
+    if rows.size == 0:
+        return np.zeros((1, 1), np.uint8)
     return np.ascontiguousarray(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
 
 
@@ -160,11 +177,11 @@ def finish(
         page = cv2.GaussianBlur(page, (0, 0), sigma)
         notes.append(f"blur {sigma:.1f}")
     noise = float(rng.choice([0.0, 0.01, 0.02] if mild else [0.0, 0.01, 0.02, 0.035]))
-    if noise:
+    if noise and not NOISELESS[0]:
         page = page + rng.normal(0, noise, page.shape).astype(np.float32)
         notes.append(f"noise {noise}")
     picture = np.clip(page * 255 + 0.5, 0, 255).astype(np.uint8)
-    if rng.random() < 0.4:
+    if rng.random() < 0.4 and not NOISELESS[0]:
         quality = int(rng.integers(45, 92))
         buffer = io.BytesIO()
         Image.fromarray(picture).save(buffer, "JPEG", quality=quality)
@@ -338,7 +355,8 @@ def askew(rng: np.random.Generator, writer: Writer, notes: list[str]) -> Sample:
     desk = np.array(DESKS[rng.integers(len(DESKS))], np.float32)
     canvas = np.empty((height, width, 3), np.float32)
     canvas[:] = desk
-    canvas += rng.normal(0, 0.03, (height, width, 1)).astype(np.float32)  # desk texture
+    texture = rng.normal(0, 0.03, (height, width, 1)).astype(np.float32)
+    canvas += 0 if NOISELESS[0] else texture  # the desk's grain
     ox, oy = (width - page_w) / 2 + rng.uniform(-0.05, 0.05) * width, (height - page_h) / 2
     matrix = cv2.getRotationMatrix2D((page_w / 2, page_h / 2), angle, 1.0)
     matrix[:, 2] += (ox, oy)
@@ -612,12 +630,25 @@ GENERATORS: dict[str, Callable[[np.random.Generator, Writer, list[str]], Sample]
 
 
 def make_layout(
-    condition: str, index: int, seed: int, images: np.ndarray, labels: np.ndarray
+    condition: str,
+    index: int,
+    seed: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    noiseless: bool = False,
 ) -> Sample:
-    """Picture ``index`` of ``condition``: the same arguments always give the same picture."""
+    """Picture ``index`` of ``condition``: the same arguments always give the same picture.
+
+    ``noiseless`` leaves out the pixel noise, the desk's grain and JPEG artefacts (the layout,
+    lighting and blur stay): such pictures compress well (tests/data/layouts/).
+    """
     rng = np.random.default_rng([seed, CONDITIONS.index(condition), index])
     notes = [condition]
-    return GENERATORS[condition](rng, Writer(rng, images, labels), notes)
+    NOISELESS[0] = noiseless
+    try:
+        return GENERATORS[condition](rng, Writer(rng, images, labels), notes)
+    finally:
+        NOISELESS[0] = False
 
 
 def main() -> None:

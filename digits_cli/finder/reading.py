@@ -16,15 +16,20 @@ SURE = 0.9
 WIDE_SURE = 0.7
 # The page's digits, to judge clutter by, are the regions read this surely.
 REFERENCE_CONFIDENCE = 0.8
-# Clutter: ink fainter than this share of the page's digits; a solid blob (stroke this thick
-# for its height, its strong ink filling this share of its convex hull, this wide for its
-# height) under half their height; a lone region under this share of their height, or a lone
-# bar under this share.
+# Clutter: ink fainter than this share of the page's digits; a solid blob (its strong ink
+# filling this share of its convex hull, this wide for its height; if of full strength, its
+# stroke this thick for its height) under half their height; a
+# lone region under this share of their height, or a lone bar under this share; a line under
+# this share of their strokes' width and this share of their strength (a hair). Strokes are
+# measured on this many of the page's digits.
 FAINT = 0.4
-BLOB_THICKNESS = 0.35
 BLOB_SOLIDITY = 0.9
+BLOB_THICKNESS = 0.35
 BLOB_ASPECT = 0.45
 SPECK_HEIGHT = 0.1
+HAIR_STROKE = 0.35
+HAIR_STRENGTH = 0.75
+STROKE_SAMPLE = 15
 BAR_HEIGHT = 0.35
 
 
@@ -93,22 +98,23 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
     confident = [c for c, p in read if p.max() >= REFERENCE_CONFIDENCE] or [c for c, _ in read]
     height = float(np.median([c.box[3] for c in confident]))
     strength = float(np.median([c.looks.strength for c in confident]))
+    # Stroke widths (working pixels) of a few of the page's digits.
+    sample = confident[:: max(1, len(confident) // STROKE_SAMPLE)]
+    stroke = float(np.median([stroke_pixels(c) for c in sample]))
     clean = []
     for candidate, probabilities in read:
         looks = candidate.looks
         _, _, w, h = candidate.box
         aspect = w / max(1, h)
         faint = looks.strength < FAINT * strength
-        blob = (
-            aspect >= BLOB_ASPECT
-            and h < 0.5 * height
-            and looks.thickness >= BLOB_THICKNESS
-            and looks.solidity >= BLOB_SOLIDITY  # measured last: the costliest
-        )
         cut = looks.edge and (aspect >= 2 or aspect <= 0.5 or looks.fill >= 0.6)
         # A box (a form's, a grid's cell) is never a digit; a bar fills its box, a box does not.
         box = looks.fill < 0.5 and looks.framed
-        if not (faint or blob or cut or box):
+        # A hair or a fibre: a line much thinner than the page's strokes, and weaker.
+        hair = looks.strength < HAIR_STRENGTH * strength and (
+            stroke_pixels(candidate) < HAIR_STROKE * stroke
+        )
+        if not (faint or cut or box or hair or is_blob(candidate, height, strength)):
             clean.append((candidate, probabilities))
     if not clean:
         return clean
@@ -122,6 +128,25 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
         if not (short and not has_neighbour(boxes, index)):
             kept.append((candidate, probabilities))
     return kept
+
+
+def stroke_pixels(candidate: Candidate) -> float:
+    """A region's mean stroke width, in working pixels."""
+    return candidate.looks.thickness * candidate.box[3] * candidate.scale
+
+
+def is_blob(candidate: Candidate, height: float, strength: float) -> bool:
+    """Whether a region's strong ink is a small solid blob (dust, a blot), faint ink around it
+    or not (dust on show-through), beside the page's digits ``height`` tall."""
+    looks = candidate.looks
+    _, _, _, h = candidate.box
+    full = looks.strength >= 0.85 * strength
+    if h >= 0.5 * height and full:
+        return False  # a digit-sized region of full-strength ink: measure no further
+    if full and looks.thickness < BLOB_THICKNESS:
+        return False  # small, but drawn in strokes: a small digit
+    solid, share, aspect = looks.core
+    return solid >= BLOB_SOLIDITY and share * h < 0.5 * height and aspect >= BLOB_ASPECT
 
 
 def has_neighbour(boxes: np.ndarray, index: int) -> bool:

@@ -40,9 +40,12 @@ class Looks:
     fill: float  # share of its box that is ink
     edge: bool  # touches the picture's border
     # Measured when asked (they cost more): its mean stroke width over its height (a blob's is
-    # ~0.5), and the share of its convex hull that is strong ink (a blob's is ~1).
+    # ~0.5), and its strong ink's core: the share of the core's convex hull that is ink (a
+    # blob's is ~1), the core's height over the region's, and its width over its height.
     measure_thickness: Callable[[], float] = field(default=lambda: 0.1, repr=False)
-    measure_solidity: Callable[[], float] = field(default=lambda: 0.5, repr=False)
+    measure_core: Callable[[], tuple[float, float, float]] = field(
+        default=lambda: (0.5, 1.0, 0.5), repr=False
+    )
     # Whether its ink runs along all four sides of its box (a printed box, a grid's cell).
     measure_framed: Callable[[], bool] = field(default=lambda: False, repr=False)
 
@@ -55,8 +58,9 @@ class Looks:
         return self.measure_thickness()
 
     @functools.cached_property
-    def solidity(self) -> float:
-        return self.measure_solidity()
+    def core(self) -> tuple[float, float, float]:
+        """Solidity, height share and aspect of the strong ink's core."""
+        return self.measure_core()
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Candidate:
     field: int = -1
     # Wider than any digit: digits touching, read only split.
     too_wide: bool = False
+    # Working resolution over the original picture's (looks are measured at the former).
+    scale: float = 1.0
 
     def split(self) -> None:
         """Make this region's parts (and theirs), if it is wide enough to have any."""
@@ -173,6 +179,7 @@ def make_candidate(
     box = original_box((x, y, w, h), scale, image)
     candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image))
     candidate.too_wide = w > MAX_WIDTH_RATIO * h
+    candidate.scale = scale
     if depth == 0 and candidate.too_wide:
         max_depth = WIDE_SPLIT_DEPTH
     if depth < max_depth and w > SPLIT_FROM * h and w >= 4:
@@ -213,7 +220,7 @@ def looks_of(contrast: np.ndarray, own: np.ndarray, strength: float, box: Box, i
         float(own.mean()),
         edge,
         lambda: stroke_width(own) / own.shape[0],
-        lambda: solidity(contrast, own, strength),
+        lambda: strong_core(contrast, own, strength),
         lambda: framed(own),
     )
 
@@ -233,18 +240,23 @@ def framed(own: np.ndarray) -> bool:
     return all(side.mean() >= FRAMED for side in sides)
 
 
-def solidity(contrast: np.ndarray, own: np.ndarray, strength: float) -> float:
-    """The share of the convex hull of the strong ink of ``own`` that is strong ink."""
+def strong_core(
+    contrast: np.ndarray, own: np.ndarray, strength: float
+) -> tuple[float, float, float]:
+    """The strong ink of ``own`` (at least half its strength): the share of its convex hull it
+    fills, its height over the region's, and its width over its height."""
     import cv2
 
     core = (own & (contrast >= 0.5 * strength)).astype(np.uint8)
     contours, _ = cv2.findContours(core, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return 0.0
-    hull = cv2.convexHull(np.concatenate(contours))
+        return 0.0, 0.0, 0.0
+    points = np.concatenate(contours)
+    hull = cv2.convexHull(points)
     # The hull runs through pixel centres: half a pixel of outline around it belongs to it.
     area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
-    return float(np.count_nonzero(core)) / area
+    _, _, w, h = cv2.boundingRect(points)
+    return float(np.count_nonzero(core)) / area, h / own.shape[0], w / max(1, h)
 
 
 def split_column(own: np.ndarray) -> int:
