@@ -1,12 +1,15 @@
 """How well the digit finder reads pictures: the labelled real pictures and the hard synthetic set.
 
     .venv/bin/python bench/finder_quality.py [--model models/model.pt] [--count 300] [--seed 0]
+        [--layouts 40] [--layout-seed 0] [--condition boxes ...] [--skip-synthetic]
 
 A detection matches a digit when its box centre lies inside the digit's box grown by 20% on each
 side; each digit matches at most one detection (tests/data/real/ground-truth.json). Reported:
 digits found with the right label (recall), right detections among all detections (precision),
 false detections (matching no digit), and for the synthetic set the share of pictures whose whole
-text is read exactly, overall and per condition.
+text is read exactly, overall and per condition. The layout pages (bench/layouts.py: form boxes,
+askew pages, underlines, small digits, scans, ruled paper, touching digits, mixed sizes) are
+reported per condition: found and right (recall), precision, and exact reads.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from layouts import CONDITIONS, make_layout
 from synthetic import DEFAULT_DIGITS, load_digits, make_set
 
 from digits_cli.config import SegmentSettings, load_settings
@@ -115,6 +119,42 @@ def report_synthetic(classify, cfg: SegmentSettings, count: int, seed: int, digi
         print(f"    {index}: {truth!r} -> {read!r} {notes}")
 
 
+def report_layouts(
+    classify, cfg: SegmentSettings, count: int, seed: int, digits: Path, conditions: list[str]
+) -> None:
+    """Per condition of the layout pages: recall, precision, false detections, exact reads."""
+    images, labels = load_digits(digits)
+    print(f"layout pages ({count} per condition, seed {seed}, MNIST test digits and fonts):")
+    print("  condition   digits  found+right  precision  false  exact-read  worst false")
+    failures = []
+    for condition in conditions:
+        totals: dict[str, int] = defaultdict(int)
+        exact, worst = [], 0
+        for index in range(count):
+            sample = make_layout(condition, index, seed, images, labels)
+            reading = read_digits(sample.image, classify, cfg)
+            counts = match(reading.digits, sample.digits)
+            for key, value in counts.items():
+                totals[key] += value
+            totals["detections"] += len(reading.digits)
+            worst = max(worst, counts["false"])
+            exact.append(reading.text == sample.text)
+            if not exact[-1]:
+                failures.append((condition, index, sample.text, reading.text))
+        recall = totals["right"] / max(1, totals["digits"])
+        precision = totals["right"] / max(1, totals["detections"])
+        print(
+            f"  {condition:10s} {totals['digits']:6d}  {recall:10.1%}  {precision:9.1%}  "
+            f"{totals['false']:5d}  {np.mean(exact):10.1%}  {worst:5d}"
+        )
+    print("  first failures per condition (index: truth -> read):")
+    shown: dict[str, int] = defaultdict(int)
+    for condition, index, truth, read in failures:
+        if shown[condition] < 3:
+            shown[condition] += 1
+            print(f"    {condition} {index}: {truth!r} -> {read!r}")
+
+
 def size_band(height: float) -> str:
     """A coarse digit-height band for the per-condition table."""
     for limit, name in ((16, "<16px"), (40, "16-40px"), (100, "40-100px")):
@@ -132,6 +172,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layouts", type=int, default=40, help="layout pages per condition")
+    parser.add_argument("--layout-seed", type=int, default=0)
+    parser.add_argument("--condition", nargs="*", default=list(CONDITIONS), choices=CONDITIONS)
+    parser.add_argument("--skip-synthetic", action="store_true", help="only real and layouts")
     args = parser.parse_args()
 
     import cv2
@@ -141,7 +185,10 @@ def main() -> None:
     classify = load_model(args.model, settings).classify
     cfg = settings.segment
     report_real(classify, cfg)
-    report_synthetic(classify, cfg, args.count, args.seed, args.digits)
+    if not args.skip_synthetic:
+        report_synthetic(classify, cfg, args.count, args.seed, args.digits)
+    if args.layouts:
+        report_layouts(classify, cfg, args.layouts, args.layout_seed, args.digits, args.condition)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digits_cli.drawing import annotate_image, tag_layout
+from digits_cli.drawing import annotate_image, place_tags, tag_layout
 from digits_cli.finder import Digit, Reading
 
 
@@ -83,3 +83,45 @@ def test_the_tag_goes_below_a_box_at_the_top_edge() -> None:
 def test_the_tag_of_a_box_at_the_right_edge_is_shifted_left() -> None:
     (left, _, right, _), *_ = tag_layout("3 0.99", (630, 200, 10, 40), (480, 640))
     assert right <= 639 and left < 630
+
+
+def grid_reading(rows: int, columns: int, pitch_x: int, pitch_y: int, w: int, h: int) -> Reading:
+    boxes = [
+        (20 + c * pitch_x, 30 + r * pitch_y, w, h) for r in range(rows) for c in range(columns)
+    ]
+    return reading_with(*boxes)
+
+
+def covered_by_tags(annotated: np.ndarray, picture: np.ndarray, box: tuple) -> float:
+    """The share of a digit box's inside (its outline left out) that the drawing changed."""
+    x, y, w, h = box
+    inside = (annotated != picture).any(axis=2)[y + 5 : y + h - 5, x + 5 : x + w - 5]
+    return float(inside.mean())
+
+
+def test_tags_on_a_dense_page_cover_no_digit() -> None:
+    # A scanned 10x10 grid: rows closer than a full tag is tall; no digit may be hidden.
+    picture = np.full((1000, 1400, 3), 245, np.uint8)
+    reading = grid_reading(10, 10, 130, 90, 50, 70)
+    annotated = annotate_image(picture, reading)
+    for digit in reading.digits:
+        assert covered_by_tags(annotated, picture, digit.box) == 0
+
+
+def test_tags_on_a_dense_page_turn_compact_and_stay_legible() -> None:
+    picture = np.full((1000, 1400, 3), 245, np.uint8)
+    reading = grid_reading(10, 10, 130, 90, 50, 70)
+    _, covering = place_tags(["7 0.97"] * 100, [d.box for d in reading.digits], (1000, 1400))
+    assert covering > 10  # full tags would not fit ...
+    annotated = annotate_image(picture, reading)
+    x, y, w, h = reading.digits[0].box
+    beside = (annotated != picture).any(axis=2)[y : y + h, x + w + 2 : x + w + 60]
+    rows = np.flatnonzero(beside.any(axis=1))
+    assert rows.size and rows[-1] - rows[0] + 1 >= 0.3 * h  # ... so a label tall enough to read
+
+
+def test_a_sparse_page_keeps_label_and_confidence_tags() -> None:
+    tags, covering = place_tags(
+        ["3 0.97", "4 0.91"], [(100, 200, 30, 40), (300, 200, 30, 40)], (480, 640)
+    )
+    assert covering == 0 and [tag[0] for tag in tags] == ["3 0.97", "4 0.91"]

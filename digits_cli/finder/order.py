@@ -1,0 +1,180 @@
+"""Reading order: digits as rows (chains of neighbours) of numbers.
+
+A row is followed from digit to digit: each digit links to the nearest digit on its right that
+lies on the same line, the line's slope being the page's own (measured from the surest links),
+so rows slanted or drifting by ten degrees or so, and wavy baselines, stay whole however many
+rows there are. Rows broken by a wide gap are joined again when they share a band; rows are then
+read top to bottom, and within a row a wide gap starts a new number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import numpy as np
+
+from digits_cli.finder.results import Digit
+
+# A link spans a gap of at most this many digit heights (the taller of the two).
+MAX_LINK_GAP = 8.0
+# Linked digits' centres, with the page's slope taken out, differ by at most this share of the
+# taller one's height, or their boxes share at least this share of the shorter one's height.
+LINK_DRIFT = 0.4
+LINK_OVERLAP = 0.5
+# The steepest slope a link is allowed before the page's slope is known, and the slope the
+# surest links measure at most (tan of about 14 degrees).
+MAX_SLOPE = 0.25
+# Links closer than this many heights measure the page's slope.
+SURE_GAP = 1.5
+# Two digits more different in height than this are not neighbours in a number.
+MAX_HEIGHT_RATIO = 3.0
+
+
+def arrange(
+    digits: list[Digit], number_gap: float, fields: list[int] | None = None
+) -> list[list[list[Digit]]]:
+    """Digits as rows (top to bottom) of numbers (left to right) of digits.
+
+    Within a row a new number starts where the gap between neighbours exceeds ``number_gap``
+    times their mean height. Digits written in one printed form field (``fields``: each digit's
+    field, -1 for none) are one number whatever the gaps; a new field starts a new number.
+    """
+    if not digits:
+        return []
+    boxes = np.array([d.box for d in digits], np.float64)
+    slope = page_slope(boxes)
+    field = np.array(fields if fields is not None else [-1] * len(digits))
+    chains = link_rows(boxes, slope, field)
+    rows = join_rows(chains, boxes, slope)
+    lines = []
+    for row in rows:
+        numbers = [[digits[row[0]]]]
+        for i, j in itertools.pairwise(row):
+            left, right = digits[i], digits[j]
+            gap = right.box[0] - (left.box[0] + left.box[2])
+            apart = gap > number_gap * (left.box[3] + right.box[3]) / 2
+            if field[i] >= 0 or field[j] >= 0:
+                apart = field[i] != field[j]
+            if apart:
+                numbers.append([])
+            numbers[-1].append(right)
+        lines.append(numbers)
+    return lines
+
+
+def centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
+
+
+def page_slope(boxes: np.ndarray) -> float:
+    """The rows' slope (dy/dx), the median of close neighbours' slopes; 0 if none are close."""
+    cx, cy = centres(boxes)
+    heights = boxes[:, 3]
+    slopes, weights = [], []
+    for i in range(len(boxes)):
+        dx = cx - cx[i]
+        gap = boxes[:, 0] - (boxes[i, 0] + boxes[i, 2])
+        tall = np.maximum(heights, heights[i])
+        ok = (
+            (dx > 0)
+            & (gap <= SURE_GAP * tall)
+            & (np.abs(cy - cy[i]) <= MAX_SLOPE * dx + 0.2 * tall)
+        )
+        ok &= np.maximum(heights, heights[i]) <= 1.5 * np.minimum(heights, heights[i])
+        if ok.any():
+            j = int(np.flatnonzero(ok)[np.argmin(dx[ok])])
+            slopes.append((cy[j] - cy[i]) / dx[j])
+            weights.append(dx[j])
+    if len(slopes) < 2:
+        return 0.0
+    return float(
+        np.clip(weighted_median(np.array(slopes), np.array(weights)), -MAX_SLOPE, MAX_SLOPE)
+    )
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def link_rows(boxes: np.ndarray, slope: float, field: np.ndarray) -> list[list[int]]:
+    """Chains of digit indices, left to right: each digit linked to its nearest right neighbour
+    on the same line (greedily, nearest links first, each digit with one left and one right).
+    Digits of one form ``field`` (-1: none) are on one line however they stray in their boxes."""
+    cx, cy = centres(boxes)
+    x0, y0, w, h = boxes.T
+    # Positions with the page's slope taken out: a slanted row becomes level.
+    level = y0 - slope * cx
+    links: list[tuple[float, int, int]] = []
+    for i in range(len(boxes)):
+        tall = np.maximum(h, h[i])
+        short = np.minimum(h, h[i])
+        gap = x0 - (x0[i] + w[i])
+        dx = cx - cx[i]
+        drift = np.abs((cy - slope * cx) - (cy[i] - slope * cx[i]))
+        shared = np.minimum(level + h, level[i] + h[i]) - np.maximum(level, level[i])
+        same_line = (drift <= LINK_DRIFT * tall) | (shared >= LINK_OVERLAP * short)
+        same_line |= (field == field[i]) & (field >= 0)
+        ok = (
+            (dx > 0) & (gap <= MAX_LINK_GAP * tall) & same_line & (tall <= MAX_HEIGHT_RATIO * short)
+        )
+        # Overlapping boxes side by side (touching digits) are neighbours too.
+        ok &= gap >= -0.6 * np.minimum(w, w[i])
+        for j in np.flatnonzero(ok):
+            cost = float(max(0.0, gap[j]) / tall[j] + 2.0 * drift[j] / tall[j])
+            links.append((cost, i, int(j)))
+    links.sort()
+    right = [-1] * len(boxes)
+    left = [-1] * len(boxes)
+    for _, a, b in links:
+        if right[a] < 0 and left[b] < 0:
+            right[a], left[b] = b, a
+    chains = []
+    for start in range(len(boxes)):
+        if left[start] >= 0:
+            continue
+        chain, k = [start], right[start]
+        while k >= 0:
+            chain.append(k)
+            k = right[k]
+        chains.append(chain)
+    return chains
+
+
+def join_rows(chains: list[list[int]], boxes: np.ndarray, slope: float) -> list[list[int]]:
+    """Chains sharing a band (slope taken out) and apart side by side are one row; rows sorted
+    top to bottom, each left to right."""
+    cx, _ = centres(boxes)
+    top = boxes[:, 1] - slope * cx
+    bottom = top + boxes[:, 3]
+
+    def band(chain: list[int]) -> tuple[float, float]:
+        return statistics.median(top[chain]), statistics.median(bottom[chain])
+
+    def span(chain: list[int]) -> tuple[float, float]:
+        return float(boxes[chain, 0].min()), float((boxes[chain, 0] + boxes[chain, 2]).max())
+
+    rows = sorted(chains, key=lambda chain: -len(chain))
+    merged: list[list[int]] = []
+    for chain in rows:
+        chain_top, chain_bottom = band(chain)
+        chain_left, chain_right = span(chain)
+        best, best_overlap = None, 0.5
+        for row in merged:
+            row_top, row_bottom = band(row)
+            shared = min(chain_bottom, row_bottom) - max(chain_top, row_top)
+            overlap = shared / max(1.0, min(chain_bottom - chain_top, row_bottom - row_top))
+            row_left, row_right = span(row)
+            apart = chain_left >= row_right - 1 or chain_right <= row_left + 1
+            if apart and overlap >= best_overlap:
+                best, best_overlap = row, overlap
+        if best is None:
+            merged.append(list(chain))
+        else:
+            best.extend(chain)
+    for row in merged:
+        row.sort(key=lambda i: cx[i])
+    merged.sort(key=lambda row: statistics.median((top[row] + bottom[row]) / 2))
+    return merged

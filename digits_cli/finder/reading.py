@@ -1,0 +1,196 @@
+"""Reading a picture: find, classify (whole or split), keep the sure, put in reading order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from digits_cli.config import SegmentSettings
+from digits_cli.finder.order import arrange
+from digits_cli.finder.regions import Candidate, find_digits
+from digits_cli.finder.results import Digit, Reading
+
+SURE = 0.9
+# Every piece of a region too wide for one digit is read this surely, or none is kept.
+WIDE_SURE = 0.7
+# The page's digits, to judge clutter by, are the regions read this surely.
+REFERENCE_CONFIDENCE = 0.8
+# Clutter: ink fainter than this share of the page's digits; a solid blob (its strong ink
+# filling this share of its convex hull, this wide for its height; if of full strength, its
+# stroke this thick for its height) under half their height; a
+# lone region under this share of their height, or a lone bar under this share; a line under
+# this share of their strokes' width and this share of their strength (a hair). Strokes are
+# measured on this many of the page's digits.
+FAINT = 0.4
+BLOB_SOLIDITY = 0.9
+BLOB_THICKNESS = 0.35
+BLOB_ASPECT = 0.45
+SPECK_HEIGHT = 0.1
+HAIR_STROKE = 0.35
+HAIR_STRENGTH = 0.75
+STROKE_SAMPLE = 15
+BAR_HEIGHT = 0.35
+
+
+def read_digits(
+    image: np.ndarray, classify: Callable[[np.ndarray], np.ndarray], cfg: SegmentSettings
+) -> Reading:
+    """Find, classify and order every digit of ``image``.
+
+    ``classify`` maps crops (N, 28, 28) float32 in [0, 1] to probabilities (N, 10). All regions
+    are classified in one batch; wide regions read with less than ``SURE`` confidence may be
+    digits touching, and their parts are then classified in a second batch. Digits whose
+    confidence is under ``cfg.min_confidence`` are dropped.
+    """
+    shape = np.shape(image)
+    height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+    read = plausible(read_candidates(image, classify, cfg))
+    digits = [
+        Digit(int(np.argmax(row)), float(row.max()), chosen.box, [float(p) for p in row])
+        for chosen, row in read
+    ]
+    lines = arrange(digits, cfg.number_gap, [chosen.field for chosen, _ in read])
+    ordered = [digit for line in lines for number in line for digit in number]
+    text = "\n".join(
+        " ".join("".join(str(digit.label) for digit in number) for number in line) for line in lines
+    )
+    return Reading(width, height, text, ordered)
+
+
+def read_candidates(
+    image: np.ndarray, classify: Callable[[np.ndarray], np.ndarray], cfg: SegmentSettings
+) -> list[tuple[Candidate, np.ndarray]]:
+    """Every region read (whole or split, whichever is surer) at ``cfg.min_confidence`` or more,
+    with its probabilities."""
+    candidates = find_digits(image, cfg)
+    if not candidates:
+        return []
+    by_id = classify_all(candidates, classify)
+    unsure = [
+        c
+        for c in candidates
+        if c.splitter is not None and (c.too_wide or by_id[id(c)].max() < SURE)
+    ]
+    for candidate in unsure:
+        candidate.split()
+    parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
+    if parts:
+        by_id |= classify_all(parts, classify)
+    return [
+        (chosen, by_id[id(chosen)])
+        for candidate in candidates
+        for chosen in choose_reading(candidate, by_id)[0]
+        if by_id[id(chosen)].max() >= cfg.min_confidence
+    ]
+
+
+def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate, np.ndarray]]:
+    """The regions that look like ink written on purpose, judged against the page's own digits.
+
+    A confident label is not enough: faint ink beside the page's digits (show-through, faint
+    print), a small solid blob (dust, a speck), a lone region much smaller than the page's
+    digits with no neighbour of its size (specks of any shape), a bar or blob cut by the
+    picture's border (a scanner's dark edge) and a box's outline are clutter.
+    """
+    if len(read) < 2:
+        return read
+    confident = [c for c, p in read if p.max() >= REFERENCE_CONFIDENCE] or [c for c, _ in read]
+    height = float(np.median([c.box[3] for c in confident]))
+    strength = float(np.median([c.looks.strength for c in confident]))
+    # Stroke widths (working pixels) of a few of the page's digits.
+    sample = confident[:: max(1, len(confident) // STROKE_SAMPLE)]
+    stroke = float(np.median([stroke_pixels(c) for c in sample]))
+    clean = []
+    for candidate, probabilities in read:
+        looks = candidate.looks
+        _, _, w, h = candidate.box
+        aspect = w / max(1, h)
+        faint = looks.strength < FAINT * strength
+        cut = looks.edge and (aspect >= 2 or aspect <= 0.5 or looks.fill >= 0.6)
+        # A box (a form's, a grid's cell) is never a digit; a bar fills its box, a box does not.
+        box = looks.fill < 0.5 and looks.framed
+        # A hair or a fibre: a line much thinner than the page's strokes, and weaker.
+        hair = looks.strength < HAIR_STRENGTH * strength and (
+            stroke_pixels(candidate) < HAIR_STROKE * stroke
+        )
+        if not (faint or cut or box or hair or is_blob(candidate, height, strength)):
+            clean.append((candidate, probabilities))
+    if not clean:
+        return clean
+    # Then, among what is left, specks: lone regions far smaller than the page's digits. A bar
+    # (a 1, or a scratch) this short for the page is a scratch.
+    boxes = np.array([c.box for c, _ in clean], np.float64)
+    kept = []
+    for index, (candidate, probabilities) in enumerate(clean):
+        _, _, w, h = candidate.box
+        short = h < (BAR_HEIGHT if w < BLOB_ASPECT * h else SPECK_HEIGHT) * height
+        if not (short and not has_neighbour(boxes, index)):
+            kept.append((candidate, probabilities))
+    return kept
+
+
+def stroke_pixels(candidate: Candidate) -> float:
+    """A region's mean stroke width, in working pixels."""
+    return candidate.looks.thickness * candidate.box[3] * candidate.scale
+
+
+def is_blob(candidate: Candidate, height: float, strength: float) -> bool:
+    """Whether a region's strong ink is a small solid blob (dust, a blot), faint ink around it
+    or not (dust on show-through), beside the page's digits ``height`` tall."""
+    looks = candidate.looks
+    _, _, _, h = candidate.box
+    full = looks.strength >= 0.85 * strength
+    if h >= 0.5 * height and full:
+        return False  # a digit-sized region of full-strength ink: measure no further
+    if full and looks.thickness < BLOB_THICKNESS:
+        return False  # small, but drawn in strokes: a small digit
+    solid, share, aspect = looks.core
+    return solid >= BLOB_SOLIDITY and share * h < 0.5 * height and aspect >= BLOB_ASPECT
+
+
+def has_neighbour(boxes: np.ndarray, index: int) -> bool:
+    """Whether a region of about the same height lies beside region ``index`` on its line."""
+    x, y, w, h = boxes[index]
+    others = np.delete(boxes, index, axis=0)
+    ox, oy, ow, oh = others.T
+    similar = (oh >= 0.6 * h) & (oh <= 1.6 * h)
+    gap = np.maximum(ox - (x + w), x - (ox + ow))
+    level = np.abs((oy + oh / 2) - (y + h / 2)) <= h
+    return bool((similar & (gap <= 3 * h) & level).any())
+
+
+def classify_all(
+    candidates: list[Candidate], classify: Callable[[np.ndarray], np.ndarray]
+) -> dict[int, np.ndarray]:
+    """Probabilities (float64) of every candidate, in one batch, by the candidate's id."""
+    probabilities = np.asarray(classify(np.stack([c.crop for c in candidates])), dtype=np.float64)
+    return {id(c): row for c, row in zip(candidates, probabilities, strict=True)}
+
+
+def with_parts(candidate: Candidate) -> list[Candidate]:
+    """The candidate and, recursively, its split parts."""
+    return [candidate, *(c for part in candidate.parts for c in with_parts(part))]
+
+
+def choose_reading(
+    candidate: Candidate, probabilities: dict[int, np.ndarray]
+) -> tuple[list[Candidate], float]:
+    """Read a region whole or split, whichever is surer: the pieces and their weakest confidence.
+
+    A region too wide for a digit is read split only, and only if every piece is sure enough
+    (else it is no row of digits, but a scribble, a word or a line): no pieces then.
+    """
+    whole = float(probabilities[id(candidate)].max())
+    if not candidate.parts:
+        return ([], 0.0) if candidate.too_wide else ([candidate], whole)
+    pieces, weakest = [], 1.0
+    for part in candidate.parts:
+        part_pieces, part_weakest = choose_reading(part, probabilities)
+        if not part_pieces:
+            return ([], 0.0) if candidate.too_wide else ([candidate], whole)
+        pieces += part_pieces
+        weakest = min(weakest, part_weakest)
+    if candidate.too_wide:
+        return (pieces, weakest) if weakest >= WIDE_SURE else ([], 0.0)
+    return (pieces, weakest) if weakest > whole else ([candidate], whole)
