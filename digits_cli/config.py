@@ -57,14 +57,14 @@ class ValidateSettings(Section):
 
 class TrainSettings(Section):
     arch: Literal["default", "small", "lenet"] = "default"
-    epochs: int = Field(15, gt=0)
-    batch_size: int = Field(128, gt=0)
-    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(12, gt=0)
+    batch_size: int = Field(256, gt=0)
+    lr: float = Field(0.1, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     ema: bool = True
     ema_decay: float = Field(0.999, gt=0, lt=1)
-    patience: int = Field(5, gt=0)
+    patience: int = Field(8, gt=0)
     augment: bool = True
     rotation: float = Field(10.0, ge=0)
     scale: float = Field(0.1, ge=0, lt=1)

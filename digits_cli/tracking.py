@@ -14,7 +14,8 @@ from typing import Any
 from digits_cli.config import TrackingSettings
 from digits_cli.errors import DigitsError
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+# An empty tracking.uri means the default store, spelled once, in config.TrackingSettings.
+DEFAULT_URI: str = TrackingSettings.model_fields["uri"].default
 CHECKPOINT_ARTIFACT = "checkpoint"  # the run's folder holding the torch checkpoint file
 ONNX_ARTIFACT = "onnx"  # the run's folder holding model.onnx, what readers load
 
