@@ -34,17 +34,38 @@ def atomic_path(path: Path) -> Iterator[Path]:
         )
     except OSError as exc:
         raise cannot_write(path, exc) from exc
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
     try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
         yield Path(tmp)
         try:
+            # The bytes reach the disk before the name points at them: after a crash the old
+            # file or the whole new one is there, never an empty or partial one.
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())
             os.replace(tmp, path)
+            fsync_folder(path.parent)
         except OSError as exc:
             raise cannot_write(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def cannot_write(path: Path, exc: OSError) -> DigitsError:
