@@ -865,7 +865,9 @@ def app_from_env() -> Starlette:
     """Factory for uvicorn workers: the settings `digits serve` resolved, from the environment."""
     configure_process()
     raw = os.environ.get(SETTINGS_ENV)
-    settings = load_settings(overrides=json.loads(raw)) if raw else load_settings()
+    # Exactly the parent's resolved settings: validated as they are, not resolved again, which
+    # would drop its unset (None) values and read this folder's params file and environment.
+    settings = Settings.model_validate(json.loads(raw)) if raw else load_settings()
 
     def stop_worker(message: str) -> None:
         # Exit status STARTUP_FAILURE makes uvicorn's supervisor stop instead of respawning.

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import anyio
 import httpx
 import numpy as np
 import pytest
+import yaml
 from conftest import png_header_claiming
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -760,3 +762,29 @@ def in_flight(base: str) -> float:
         if family.name == "digits_http_requests_in_flight"
         for sample in family.samples
     )
+
+
+def test_workers_serve_exactly_the_settings_the_parent_resolved(
+    small_onnx: Path, tmp_path: Path
+) -> None:
+    """`digits --params x.yaml serve --workers 2`: the workers must not fall back to the
+    folder's params.yaml for what x.yaml leaves unset (here serve.model)."""
+    champion = tmp_path / "champion"
+    champion.mkdir()
+    shutil.copy(small_onnx, champion / "model.onnx")
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text(yaml.safe_dump({"registry": {"champion_dir": str(champion)}}))
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "params.yaml").write_text(yaml.safe_dump({"serve": {"model": "/nowhere.onnx"}}))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digits_cli", "--params", str(chosen), "serve",
+         "--port", str(port), "--workers", "2"],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until_ready(server, f"http://127.0.0.1:{port}", answers=10)
+    finally:
+        stderr = stop(server)
+    assert "nowhere.onnx" not in stderr
