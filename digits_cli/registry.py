@@ -30,14 +30,23 @@ class Registration:
         return asdict(self)
 
 
-def _champion_accuracy(client: Any, name: str) -> tuple[str, float] | None:
+def _champion_accuracy(client: Any, name: str) -> tuple[str, float | None] | None:
+    """The champion's version and test accuracy: its tag, else its run's metric, else None
+    (unknown: the gate then never replaces it on accuracy). None when there is no champion."""
     from mlflow.exceptions import MlflowException
 
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    return str(champion.version), float(champion.tags.get("test_accuracy", "nan"))
+    tagged = champion.tags.get("test_accuracy")
+    if tagged:
+        return str(champion.version), float(tagged)
+    try:
+        logged = client.get_run(champion.run_id).data.metrics.get("test_accuracy")
+    except MlflowException:
+        logged = None
+    return str(champion.version), logged
 
 
 def _logged_model_uri(client: Any, run: Any) -> str:
@@ -136,19 +145,31 @@ def write_champion(client: Any, settings: Settings) -> str | None:
 def _gate(
     accuracy: float,
     min_accuracy: float,
-    champion: tuple[str, float] | None,
+    champion: tuple[str, float | None] | None,
     version: str,
     force: bool,
 ) -> tuple[bool, str]:
     if force:
         return True, "forced with --force"
+    if champion is not None and champion[0] == version:
+        # The gate decides promotions; it does not demote. Say so when the bar has moved.
+        below = accuracy < min_accuracy
+        return True, "already champion" + (
+            f" (its test accuracy {accuracy:.4f} is below registry.min_accuracy {min_accuracy}; "
+            "it stays until a better model is registered)"
+            if below
+            else ""
+        )
     if accuracy < min_accuracy:
         return False, f"test accuracy {accuracy:.4f} is below registry.min_accuracy {min_accuracy}"
     if champion is None:
         return True, "first champion"
     champion_version, champion_accuracy = champion
-    if champion_version == version:
-        return True, "already champion"
+    if champion_accuracy is None:
+        return False, (
+            f"champion v{champion_version}'s test accuracy is unknown (no tag, no metric); "
+            "--force replaces it"
+        )
     if accuracy < champion_accuracy:
         return False, (
             f"test accuracy {accuracy:.4f} is below champion v{champion_version}'s "

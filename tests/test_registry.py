@@ -171,3 +171,31 @@ def test_a_run_without_a_champion_leaves_no_champion_file(
     result = run_cli(path, "register", "--name", "never", "--min-accuracy", "0.9999")
     assert result.exit_code == 0, result.stderr
     assert list(stale.parent.iterdir()) == []
+
+
+def test_a_champion_whose_accuracy_tag_is_gone_is_judged_by_its_run_not_replaced_as_nan(
+    good_model: Path, poor_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    import mlflow
+
+    champion = register(run_cli, good_model, "untagged")
+    mlflow.MlflowClient(tracking_uri=tracking_uri).delete_model_version_tag(
+        "untagged", champion["version"], "test_accuracy"
+    )
+    result = run_cli(poor_model, "register", "--name", "untagged", "--min-accuracy", "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    challenger = json.loads(result.stdout)  # clears the bar, not the champion's accuracy
+    assert challenger["promoted"] is False
+    assert f"below champion v{champion['version']}'s" in challenger["reason"]
+    assert aliases(tracking_uri, "untagged")["champion"] == champion["version"]
+
+
+def test_a_champion_under_a_raised_bar_is_reported_as_the_champion_it_still_is(
+    good_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    first = register(run_cli, good_model, "raised-bar")
+    again = run_cli(good_model, "register", "--name", "raised-bar", "--min-accuracy", "0.9999")
+    assert again.exit_code == 0, again.stderr
+    assert aliases(tracking_uri, "raised-bar")["champion"] == first["version"]
+    assert "now champion: already champion (its test accuracy" in again.stdout
+    assert "not champion" not in again.stdout
