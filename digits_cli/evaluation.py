@@ -527,8 +527,8 @@ def model_card(
 # --- MLflow --------------------------------------------------------------------------------------
 
 
-def resolve_run(tracking: TrackingSettings, run_id: str | None) -> str | None:
-    """Point MLflow at the store and check the checkpoint's run exists there (None: no run yet)."""
+def resolve_run(tracking: TrackingSettings, run_id: str | None) -> Any:
+    """Point MLflow at the store and fetch the checkpoint's run there (None: no run yet)."""
     import mlflow
 
     from digits_cli.tracking import checkpoint_run, configure_tracking
@@ -539,7 +539,7 @@ def resolve_run(tracking: TrackingSettings, run_id: str | None) -> str | None:
     run = checkpoint_run(run_id, uri, "evaluate with the tracking.uri it was trained with")
     # MLflow resumes a run only within the active experiment, which tracking.experiment may not be.
     mlflow.set_experiment(experiment_id=run.info.experiment_id)
-    return run_id
+    return run
 
 
 def log_results(
@@ -585,7 +585,8 @@ def evaluate(settings: Settings) -> Evaluation:
     if not len(test.labels):
         raise DigitsError(f"{settings.data.processed_dir}: the test split is empty")
     manifest = load_manifest(settings.data.processed_dir)
-    run_id = resolve_run(settings.tracking, meta.get("mlflow_run_id"))
+    trained = resolve_run(settings.tracking, meta.get("mlflow_run_id"))
+    run_id = trained.info.run_id if trained else None
 
     with track_emissions(settings.emissions, "evaluate") as emissions:
         probabilities = predict_probabilities(model, test.images, cfg.batch_size, cfg.tta)
@@ -612,6 +613,10 @@ def evaluate(settings: Settings) -> Evaluation:
         with atomic_open(cfg.model_card) as handle:
             handle.write(card)
         log_results(metrics, emissions.as_metrics(), [cfg.metrics, cfg.model_card], cfg.plots_dir)
+    if trained is not None and trained.info.status != "FINISHED":
+        # Resuming the run ended it FINISHED; an interrupted training stays KILLED (register
+        # refuses its model).
+        mlflow.MlflowClient().set_terminated(run_id, status=trained.info.status)
     return Evaluation(metrics=metrics, confusion=confusion, run_id=run_id)
 
 

@@ -78,6 +78,11 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
         raise DigitsError(f"{model_path}: no MLflow run recorded; train it with tracking on")
     uri = configure_tracking(settings.tracking)
     run = checkpoint_run(run_id, uri, "register with the tracking.uri it was trained with")
+    if run.info.status != "FINISHED" and not force:
+        raise DigitsError(
+            f"run {run_id} ended {run.info.status} (an interrupted training?): its model is not "
+            "registered; train again, or --force"
+        )
     client = mlflow.MlflowClient()
     accuracy = run.data.metrics.get("test_accuracy")
     if accuracy is None:

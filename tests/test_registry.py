@@ -199,3 +199,24 @@ def test_a_champion_under_a_raised_bar_is_reported_as_the_champion_it_still_is(
     assert aliases(tracking_uri, "raised-bar")["champion"] == first["version"]
     assert "now champion: already champion (its test accuracy" in again.stdout
     assert "not champion" not in again.stdout
+
+
+def test_an_interrupted_training_stays_killed_through_evaluate_and_is_not_registered(
+    evaluated_model: EvaluatedModel, run_cli: RunCli, tracking_uri: str
+) -> None:
+    import mlflow
+
+    from digits_cli.model import load_checkpoint
+
+    params = evaluated_model("interrupted", max_train_samples=200)
+    _, meta = load_checkpoint(params.parent / "model.pt")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client.set_terminated(meta["mlflow_run_id"], status="KILLED")  # as Ctrl-C in train leaves it
+    assert run_cli(params, "evaluate").exit_code == 0
+    assert client.get_run(meta["mlflow_run_id"]).info.status == "KILLED"
+    result = run_cli(params, "register", "--name", "interrupted")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"digits: error: run {meta['mlflow_run_id']} ended KILLED (an interrupted training?): "
+        "its model is not registered; train again, or --force"
+    ]
