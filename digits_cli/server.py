@@ -970,9 +970,13 @@ def run_server(settings: Settings) -> None:
     metrics_dir = run_dir / "metrics"
     metrics_dir.mkdir()
     error_file = run_dir / "load-error.txt"
-    os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    os.environ[LOAD_ERROR_ENV] = str(error_file)
-    os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+    handed = {
+        MULTIPROC_ENV: str(metrics_dir),
+        LOAD_ERROR_ENV: str(error_file),
+        SETTINGS_ENV: json.dumps(settings.model_dump(mode="json")),
+    }
+    before = {name: os.environ.get(name) for name in handed}
+    os.environ.update(handed)  # what the workers inherit
     try:
         config = uvicorn.Config(
             "digits_cli.server:app_from_env", factory=True, workers=serve.workers, **options
@@ -986,3 +990,10 @@ def run_server(settings: Settings) -> None:
             raise DigitsError(error_file.read_text())
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+        # Put the environment back: a metrics folder left named after it is deleted would make
+        # any later app in this process answer 500 on /metrics.
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

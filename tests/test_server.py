@@ -788,3 +788,41 @@ def test_workers_serve_exactly_the_settings_the_parent_resolved(
     finally:
         stderr = stop(server)
     assert "nowhere.onnx" not in stderr
+
+
+# Runs `digits serve --workers 2` in this interpreter's main thread, stops it with SIGINT once
+# it answers, then serves /metrics from a new app in the same process.
+SERVE_THEN_NEW_APP = """
+import os, signal, sys, threading, time
+import httpx
+from starlette.testclient import TestClient
+from digits_cli.config import load_settings
+from digits_cli.inference import load_model
+from digits_cli.server import create_app, run_server
+port, model = int(sys.argv[1]), sys.argv[2]
+settings = load_settings(overrides={"serve": {"port": port, "workers": 2, "model": model}})
+def stop_when_ready():
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=stop_when_ready, daemon=True).start()
+run_server(settings)
+app = create_app(settings, model=load_model(model, settings))
+with TestClient(app) as client:
+    print(client.get("/metrics").status_code)
+"""
+
+
+def test_a_stopped_multi_worker_server_leaves_no_metrics_folder_behind_in_the_environment(
+    small_onnx: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_THEN_NEW_APP, str(free_port()), str(small_onnx)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "200"
