@@ -72,3 +72,15 @@ def test_dvc_plans_the_stages_in_pipeline_order(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     order = [line.split("'")[1] for line in result.stdout.splitlines() if "Running stage" in line]
     assert order == list(STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_depends_on_the_command_line_and_the_settings_it_runs_through(
+    stage: str,
+) -> None:
+    assert {"digits_cli/cli.py", "digits_cli/config.py"} <= set(PIPELINE[stage]["deps"])
+
+
+@pytest.mark.parametrize("stage", ("train", "evaluate"))
+def test_the_stages_reading_splits_depend_on_the_code_that_loads_them(stage: str) -> None:
+    assert {"digits_cli/data.py", "digits_cli/io.py"} <= set(PIPELINE[stage]["deps"])
