@@ -460,7 +460,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the model over HTTP: a web page, JSON and picture endpoints, Prometheus metrics."""
-    from digits_cli.server import run_server
+    from digits_cli.serving import run_server
 
     cfg = settings(ctx, serve={"host": host, "port": port, "model": model, "workers": workers})
     run_server(cfg)

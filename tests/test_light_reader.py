@@ -118,7 +118,8 @@ import json, sys, time
 from pathlib import Path
 from starlette.testclient import TestClient
 from digits_cli.config import load_settings
-from digits_cli.server import configure_process, create_app
+from digits_cli.server import create_app
+from digits_cli.serving import configure_process
 configure_process()
 settings = load_settings(overrides={"serve": {"model": sys.argv[1]}})
 with TestClient(create_app(settings)) as client:

@@ -35,7 +35,8 @@ from starlette.testclient import TestClient
 from digits_cli.config import Settings
 from digits_cli.errors import DigitsError
 from digits_cli.inference import LoadedModel, load_model
-from digits_cli.server import create_app, keep_freed_memory
+from digits_cli.server import create_app
+from digits_cli.serving import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURE = ROOT / "tests" / "data" / "real" / "seed-api-test.png"  # 7 hand-drawn digits
@@ -798,7 +799,8 @@ import httpx
 from starlette.testclient import TestClient
 from digits_cli.config import load_settings
 from digits_cli.inference import load_model
-from digits_cli.server import create_app, run_server
+from digits_cli.server import create_app
+from digits_cli.serving import run_server
 port, model = int(sys.argv[1]), sys.argv[2]
 settings = load_settings(overrides={"serve": {"port": port, "workers": 2, "model": model}})
 def stop_when_ready():
