@@ -461,3 +461,7 @@ def main() -> None:
             truth[name] = {"text": sample.text, "notes": sample.notes, "digits": sample.digits}
     (args.out / "ground-truth.json").write_text(json.dumps({"images": truth}, indent=1) + "\n")
     print(f"wrote {len(truth)} pictures and ground-truth.json to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
