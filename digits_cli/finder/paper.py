@@ -172,6 +172,10 @@ def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
     border = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
     if border.mean() > 1 - SHEET_BORDER:
         return None
+    # Nor when the picture's bright and dark halves differ less than a sheet and a desk.
+    bright_mean, dark_mean = cv2.mean(grey, bright)[0], cv2.mean(grey, 1 - bright)[0]
+    if bright_mean - dark_mean < SHEET_STEP:
+        return None
     count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
     if count < 2:
         return None

@@ -13,7 +13,7 @@ from digits_cli.finder.results import Digit, Reading
 
 SURE = 0.9
 # Every piece of a region too wide for one digit is read this surely, or none is kept.
-WIDE_SURE = 0.7
+WIDE_SURE = 0.5
 # The page's digits, to judge clutter by, are the regions read this surely.
 REFERENCE_CONFIDENCE = 0.8
 # Clutter: ink fainter than this share of the page's digits; a solid blob (its strong ink

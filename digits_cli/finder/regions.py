@@ -26,6 +26,8 @@ MAX_SPLIT_DEPTH = 2
 # beyond MAX_WIDTH_RATIO it is read only split, down to this depth (eight parts at most).
 MAX_TOUCHING_WIDTH = 6.0
 WIDE_SPLIT_DEPTH = 3
+# A split part is at least this share of its region's height (less is a sliver of a stroke).
+MIN_PART = 0.55
 # Ink along this share of every side of its box is a box.
 FRAMED = 0.85
 # Beyond this many components the picture is noise; the largest ones are kept.
@@ -197,7 +199,7 @@ def make_candidate(
                         contrast, half, (x, y), scale, image, min_height, depth + 1, max_depth
                     )
                 )
-                and part.box[3] * scale >= min_height / 2
+                and part.box[3] * scale >= max(min_height / 2, MIN_PART * h)
             ]
             if len(parts) < 2:
                 return []
