@@ -291,8 +291,7 @@ def test_nothing_to_read_is_one_usage_line(small_onnx: Path, tmp_path: Path) -> 
     result = predict(small_onnx)
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "digits: error: Invalid value for IMAGES: give pictures, folders or --files-from FILE "
-        "(see 'digits predict --help')"
+        "digits: error: Missing argument 'images' (see 'digits predict --help')"
     ]
     missing = predict(small_onnx, "--files-from", str(tmp_path / "none.txt"))
     assert missing.exit_code == 1
