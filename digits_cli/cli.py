@@ -421,10 +421,7 @@ def predict_command(
     from digits_cli.batch import Shard, listed_files, picture_files, read_files, shard_output_path
 
     if not images and files_from is None:
-        from typer._click.exceptions import MissingParameter
-
-        [argument] = [p for p in ctx.command.params if p.name == "images"]
-        raise MissingParameter(ctx=ctx, param=argument)  # --help names --files-from
+        raise UsageError("Missing argument 'images'", ctx=ctx)  # --help names --files-from
     chosen: Shard | None = shard
     destination = None
     if output is not None:
