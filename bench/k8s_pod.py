@@ -195,7 +195,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         manifest_file = Path(scratch) / "digits-pod.yaml"
         manifest_file.write_text(yaml.safe_dump_all(documents, sort_keys=False))
-        rounds = [one_round(manifest_file, container, i == 0) for i in range(args.rounds)]
+        try:
+            rounds = [one_round(manifest_file, container, i == 0) for i in range(args.rounds)]
+        finally:  # a round that stopped early leaves its pod: take it down
+            podman("kube", "down", str(manifest_file), check=False)
     failed = [r for r in rounds if r["ready"] is None]
     if failed:
         sys.exit(f"FAIL: the pod never became ready:\n{failed[0].get('logs', '')}")
