@@ -4,8 +4,8 @@ under `podman kube play` (podman runs no Jobs: each pod is the Job's pod templat
 volume; their result files must hold exactly the lines of one unsharded `digits predict`.
 
 Only what a single machine needs is changed: the local image, and the volume claim replaced by
-a host folder (``pictures/`` and ``results/``, mounted by the manifest's subPaths). The image
-must hold this tree's `digits predict --shard` (build it from this checkout:
+a host folder (its ``pictures/`` and ``results/`` mounted where the manifest's subPaths go).
+The image must hold this tree's `digits predict --shard` (build it from this checkout:
 ``docker build --build-arg MODEL=/app/serving.onnx -t digits .``).
 
     eval "$(bash ../shared/tools/container-engine env)"
@@ -64,10 +64,18 @@ def index_pods(job: dict[str, Any], image: str, data: Path, count: int) -> list[
         container.setdefault("env", []).append(
             {"name": "JOB_COMPLETION_INDEX", "value": str(index)}
         )
-        for volume in spec["volumes"]:
-            if "persistentVolumeClaim" in volume:
-                del volume["persistentVolumeClaim"]
-                volume["hostPath"] = {"path": str(data), "type": "Directory"}
+        # The claim becomes a host folder. Podman 4.3 ignores subPath on a hostPath volume (it
+        # mounts the whole folder), so each subPath mount gets a volume of its own subfolder.
+        claims = {v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+        spec["volumes"] = [v for v in spec["volumes"] if v["name"] not in claims]
+        for mount in container["volumeMounts"]:
+            if mount["name"] in claims:
+                sub = mount.pop("subPath", "")
+                mount["name"] = f"{mount['name']}-{sub}".rstrip("-")
+                path = data / sub
+                spec["volumes"].append(
+                    {"name": mount["name"], "hostPath": {"path": str(path), "type": "Directory"}}
+                )
         pods.append(
             {
                 "apiVersion": "v1",
@@ -94,7 +102,9 @@ def run_pods(documents: list[dict[str, Any]], scratch: Path, name: str) -> float
         seconds = time.perf_counter() - start
         for container, code in zip(containers, codes, strict=True):
             if code != "0":
-                logs = podman("logs", container, check=False)
+                logs = subprocess.run(
+                    ["podman", "logs", container], capture_output=True, text=True
+                ).stderr  # the container's stderr
                 sys.exit(f"FAIL: {container} exited {code}:\n{logs[-1500:]}")
     finally:
         podman("kube", "down", str(manifest), check=False)
@@ -142,8 +152,8 @@ def main() -> None:
     print(f"  {completions} index pods at once: {sharded:.2f} s from kube play to the last "
           f"exit; {len(parts)} result files, {len(lines)} lines, "
           f"{len(set(names))} distinct pictures")  # fmt: skip
-    print(f"  1 pod (--shard 1, the same template): {single:.2f} s; "
-          f"{single / sharded:.2f}x the time of the {completions} pods")  # fmt: skip
+    print(f"  1 pod (--shard 1, the same template): {single:.2f} s; the {completions} pods "
+          f"together read at {single / sharded:.2f}x its rate")  # fmt: skip
     print(f"  the pods' lines are {'exactly' if same else 'NOT'} the one pod's {len(whole)} lines")
     sys.exit(0 if same and len(set(names)) == len(names) == args.count else 1)
 
