@@ -59,9 +59,10 @@ def available_cores() -> int:
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+def cgroup_cpu_quota(root: Path | None = None) -> float | None:
     """CPUs allowed by the cgroup quota (``cpu.max`` of cgroup v2, ``cpu.cfs_quota_us`` of v1),
     or None when unlimited or unknown."""
+    root = root or CGROUP_ROOT
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)

@@ -138,7 +138,23 @@ def test_a_cgroup_cpu_quota_narrows_the_cores(tmp_path: Path) -> None:
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert cgroup_cpu_quota(v1.parent) is None
     assert cgroup_cpu_quota(tmp_path / "nowhere") is None
-    assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"), [("50000 100000", 1), ("100000 100000", 1), ("250000 100000", 3)]
+)
+def test_predicts_default_jobs_follow_a_containers_cpu_limit(
+    cpu_max: str, cores: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container limited to one CPU sees every core of its node in its affinity."""
+    import digits_cli.batch
+
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    monkeypatch.setattr(digits_cli.batch, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert available_cores() == cores
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cores() == 64
 
 
 # --- the command ------------------------------------------------------------------------------
