@@ -9,7 +9,7 @@ The image must hold this tree's `digits predict --shard` (build it from this che
 ``docker build --build-arg MODEL=/app/serving.onnx -t digits .``).
 
     eval "$(bash ../shared/tools/container-engine env)"
-    python bench/k8s_job.py --image localhost/digits-deploy:latest [--count 200]
+    python bench/k8s_job.py --image localhost/digits-deploy:latest [--count 200] [--set form]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from read_speed import test_picture
+from predict_shards import write_set
 from synthetic import DEFAULT_DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="localhost/digits-deploy:latest")
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument(
+        "--set", choices=["form", "small"], default="form", help="as bench/predict_shards.py"
+    )
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     args = parser.parse_args()
     resources = {r["kind"]: r for r in load_renderer().render(ROOT / "deploy/k8s/base")}
@@ -126,9 +129,7 @@ def main() -> None:
         data = scratch / "data"
         (data / "pictures").mkdir(parents=True)
         (data / "results").mkdir()
-        for seed in range(args.count):
-            picture = test_picture(args.digits, seed)
-            (data / "pictures" / f"scan-{seed:05d}.png").write_bytes(picture)
+        write_set(args.set, data / "pictures", args.count, args.digits)
         uid = job["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
         os.chown(data / "results", uid, uid)  # fsGroup's part: podman does not apply it
         config = resources["ConfigMap"]
@@ -147,7 +148,8 @@ def main() -> None:
     key = lambda line: line["image"]  # noqa: E731
     same = sorted(lines, key=key) == sorted(whole, key=key)
     print(f"deploy/k8s/batch's Job as {completions} pods under podman kube play "
-          f"(image {args.image}), {args.count} pictures (640x480, 10 digits), "
+          f"(image {args.image}), {args.count} pictures ({args.set} set of "
+          "bench/predict_shards.py), "
           "1 CPU limit each, 2 cores:")  # fmt: skip
     print(f"  {completions} index pods at once: {sharded:.2f} s from kube play to the last "
           f"exit; {len(parts)} result files, {len(lines)} lines, "
