@@ -1,10 +1,13 @@
-"""Reading many picture files, on every core, answers in the order the files were given."""
+"""Reading many picture files, on every core, answers in the order the files were given; a share
+(shard) of a large input for one of N processes, e.g. the pods of a Kubernetes Indexed Job."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +46,104 @@ def picture_files(paths: list[Path]) -> list[Path]:
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers may narrow)."""
+    """The cores this process may use: its CPU affinity, narrowed by a cgroup CPU quota (a
+    container's CPU limit, which leaves the affinity at every core of the node)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_quota(root: Path | None = None) -> float | None:
+    """CPUs allowed by the cgroup quota (``cpu.max`` of cgroup v2, ``cpu.cfs_quota_us`` of v1),
+    or None when unlimited or unknown."""
+    root = root or CGROUP_ROOT
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+        period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) <= 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Share ``index`` of ``count``: every count-th file of the sorted listing, from ``index``."""
+
+    index: int
+    count: int
+
+    def take(self, files: list[Path]) -> list[Path]:
+        """This share of ``files``. The listing is sorted first, so every process holding the
+        same files takes the same disjoint share whatever order it listed them in; round robin
+        rather than blocks, so a run of large pictures is spread over the shares."""
+        return sorted(files, key=str)[self.index :: self.count]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set in each pod of a Kubernetes Indexed Job
+
+
+def parse_shard(text: str, environ: Mapping[str, str] = os.environ) -> Shard:
+    """``INDEX/COUNT``, or ``COUNT`` alone with the index from $JOB_COMPLETION_INDEX.
+
+    A bad value raises ValueError with the message to show.
+    """
+    index_text, slash, count_text = text.rpartition("/")
+    if not slash:
+        index_text = environ.get(SHARD_INDEX_ENV, "")
+        if not index_text:
+            raise ValueError(
+                f"{text!r} gives no index: use INDEX/COUNT, or COUNT with ${SHARD_INDEX_ENV} set"
+            )
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        if not slash and count_text.isdigit():
+            raise ValueError(f"${SHARD_INDEX_ENV}={index_text!r} is not a whole number") from None
+        raise ValueError(f"{text!r} is not INDEX/COUNT (or COUNT) in whole numbers") from None
+    if count < 1:
+        raise ValueError(f"{text!r}: the count must be at least 1")
+    if not 0 <= index < count:
+        raise ValueError(f"index {index} is outside 0..{count - 1} (shard {index}/{count})")
+    return Shard(index, count)
+
+
+def shard_output_path(template: Path, shard: Shard | None) -> Path:
+    """``template`` with ``{index}`` and ``{count}`` filled in (the index zero-padded to the
+    count's width, so the files sort in shard order)."""
+    text = str(template)
+    if shard is None:
+        if "{index}" in text or "{count}" in text:
+            raise ValueError(f"{text!r} names {{index}} or {{count}} but no --shard is given")
+        return template
+    width = len(str(shard.count - 1))
+    return Path(
+        text.replace("{index}", f"{shard.index:0{width}d}").replace("{count}", str(shard.count))
+    )
+
+
+def listed_files(listing: Path) -> list[Path]:
+    """The paths in a file of paths, one a line (``-``: standard input); blank lines skipped."""
+    try:
+        text = sys.stdin.read() if str(listing) == "-" else listing.read_text()
+    except OSError as exc:
+        raise DigitsError(f"{listing}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DigitsError(f"{listing}: not a text file of paths") from exc
+    return [Path(line) for line in text.splitlines() if line.strip()]
 
 
 def read_one(reader: DigitReader, path: Path) -> FileReading:

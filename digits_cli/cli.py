@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from digits_cli.errors import DigitsError, missing_extra
 
 if TYPE_CHECKING:
+    from digits_cli.batch import FileReading
     from digits_cli.config import Settings
     from digits_cli.inference import LoadedModel
 
@@ -364,39 +365,142 @@ def model_line(model: LoadedModel) -> str:
     return f"model {model.name} version {model.version} ({model.uri})"
 
 
+def shard_option(value: str | None) -> Any:
+    """--shard's parser: a bad value is a usage error (one line, exit status 2)."""
+    if value is None:
+        return None
+    from digits_cli.batch import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @command("predict")
 def predict_command(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="Pictures, or folders of pictures.")],
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Pictures, or folders of pictures.")
+    ] = None,
+    files_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--files-from",
+            help="Also read the pictures (or folders) listed in FILE, one path a line (-: stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    shard: Annotated[
+        Any,
+        typer.Option(
+            "--shard",
+            metavar="INDEX/COUNT",
+            parser=shard_option,
+            help="Read only share INDEX of COUNT: every COUNT-th picture of the sorted listing. "
+            "COUNT alone takes INDEX from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write JSON Lines to FILE (replaced whole, atomically, when done), one line per "
+            "picture including failures; {index} and {count} name the shard.",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOption = None,
     min_confidence: MinConfidenceOption = None,
     jobs: JobsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Read every digit in pictures (JSON Lines with --json, one line per picture, in order)."""
-    from digits_cli.batch import picture_files, read_files
+    from digits_cli.batch import Shard, listed_files, picture_files, read_files, shard_output_path
+
+    if not images and files_from is None:
+        raise UsageError("Missing argument 'images'", ctx=ctx)  # --help names --files-from
+    chosen: Shard | None = shard
+    destination = None
+    if output is not None:
+        try:
+            destination = shard_output_path(output, chosen)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--output'") from None
+    if destination is not None and destination.is_dir():  # found now, not after the reading
+        raise DigitsError(f"cannot write {destination}: Is a directory")
+    cfg = settings(ctx, segment={"min_confidence": min_confidence}, predict={"jobs": jobs})
+    listing = list(images or []) + (listed_files(files_from) if files_from is not None else [])
+    files = picture_files(listing)
+    if chosen is not None:
+        files = chosen.take(files)
     from digits_cli.inference import load_model
 
-    cfg = settings(ctx, segment={"min_confidence": min_confidence}, predict={"jobs": jobs})
-    files = picture_files(images)
     loaded = load_model(model, cfg)
+    answers = read_files(files, loaded, cfg.segment, cfg.predict.jobs)
+    if destination is not None:
+        failures = write_readings(destination, answers, loaded)
+        summary = {
+            "output": str(destination),
+            "shard": str(chosen) if chosen is not None else None,
+            "pictures": len(files),
+            "failed": failures,
+            "model": loaded.describe(),
+        }
+        if as_json:
+            emit_json(summary)
+        else:
+            share = f"shard {chosen}: " if chosen is not None else ""
+            pictures = "1 picture" if len(files) == 1 else f"{len(files)} pictures"
+            typer.echo(
+                f"{share}{pictures}, {failures} failed -> {destination} ({model_line(loaded)})"
+            )
+    else:
+        failures = print_readings(answers, loaded, as_json)
+    if failures:
+        raise typer.Exit(1)
+
+
+def print_readings(answers: Iterable[FileReading], model: LoadedModel, as_json: bool) -> int:
+    """Print each reading (JSON Lines, or a table per picture), each failure as an error line;
+    the number of failures."""
     if not as_json:
         from digits_cli.reporting import print_heading
 
-        print_heading(model_line(loaded))
+        print_heading(model_line(model))
     failures = 0
-    for answer in read_files(files, loaded, cfg.segment, cfg.predict.jobs):
+    for answer in answers:
         if answer.reading is None:
             error_line(str(answer.error))
             failures += 1
         elif as_json:
-            emit_json({"image": str(answer.path), "model": loaded.describe(), **answer.reading})
+            emit_json({"image": str(answer.path), "model": model.describe(), **answer.reading})
         else:
             from digits_cli.reporting import print_reading
 
             print_reading(str(answer.path), answer.reading)
-    if failures:
-        raise typer.Exit(1)
+    return failures
+
+
+def write_readings(path: Path, answers: Iterable[FileReading], model: LoadedModel) -> int:
+    """Write one JSON line per picture to ``path``, a failure as ``{"image", "error"}`` (and an
+    error line on stderr), so the file accounts for every picture; the number of failures.
+    ``path`` is replaced only once every picture is done: a rerun replaces it whole."""
+    from digits_cli.io import atomic_open
+
+    failures = 0
+    with atomic_open(path) as handle:
+        for answer in answers:
+            if answer.reading is None:
+                error_line(str(answer.error))
+                failures += 1
+                line: dict[str, Any] = {"image": str(answer.path), "error": answer.error}
+            else:
+                line = {"image": str(answer.path), "model": model.describe(), **answer.reading}
+            handle.write(json.dumps(line) + "\n")
+    return failures
 
 
 @command("annotate")
