@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import sys
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digits_cli.config import SegmentSettings
 from digits_cli.errors import DigitsError
 from digits_cli.inference import DigitReader, LoadedModel
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 # Files each worker takes at a time: enough to keep the pipe quiet, few enough that the last
 # files do not wait behind one busy worker.
@@ -172,6 +174,8 @@ def worker_context() -> multiprocessing.context.BaseContext:
     """Where workers come from: forks of this process, which start in milliseconds with the
     libraries imported (a fork server or spawn costs ~0.4 s of imports first); spawn where
     there is no fork."""
+    import multiprocessing  # here: one picture never needs it (8 ms of a cold start)
+
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
@@ -195,6 +199,8 @@ def read_files(
     # The parallelism is across files: one OpenCV thread per worker. Set here, before the fork:
     # a forked child calling cv2.setNumThreads hangs when its parent had used OpenCV's pool.
     cv2.setNumThreads(1)
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(
         jobs,
         mp_context=worker_context(),
