@@ -135,6 +135,7 @@ def main() -> None:
             if time.monotonic() > deadline:
                 sys.exit("the server never became ready")
             time.sleep(0.2)
+        asyncio.run(normal_rate(base, picture, args.clients, 3.0))  # warm-up, not counted
         unloaded = asyncio.run(normal_rate(base, picture, args.clients, args.seconds))
         rate, latencies, opened = asyncio.run(loaded(base, port, picture, args))
     finally:
