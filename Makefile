@@ -44,6 +44,8 @@ bench: install ## Run every benchmark under bench/ and print its figures (after 
 	python bench/base_install.py
 	python bench/finder_quality.py
 	python bench/serve_bench.py --max-concurrency 1
+	python bench/serve_slow_clients.py
+	python bench/serve_memory.py
 	python bench/train_bench.py
 
 image: install ## Build the Docker image `digits` with the registry's champion baked in (after `make run`)
