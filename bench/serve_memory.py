@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +25,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serve_bench import start_server, stop_server
 
 GOAL_MB = 150
 
@@ -62,12 +65,6 @@ def peak_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/champion/model.onnx")
@@ -75,27 +72,12 @@ def main() -> None:
     args = parser.parse_args()
 
     pictures = huge_pictures()
+    env = {**os.environ, "DIGITS_SERVE__MAX_CONCURRENCY": "2"}
     print("one digits serve worker, peak resident memory (VmHWM) rise while reading, 2 at a time:")
     for kind, (data, media_type) in pictures.items():
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "digits_cli", "serve", "--port", str(port),
-             "--model", args.model],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "DIGITS_SERVE__MAX_CONCURRENCY": "2"},
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
+        with tempfile.TemporaryDirectory() as folder:
+            server, base = start_server(args.model, 1, env, Path(folder) / "server.log")
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    sys.exit("the server never became ready")
-                time.sleep(0.2)
             headers = {"content-type": media_type}
             small = Path("tests/data/real/seed-notebook-test.png").read_bytes()
             httpx.post(f"{base}/predictions", content=small, headers={"content-type": "image/png"})
@@ -113,8 +95,7 @@ def main() -> None:
                 answers = list(pool.map(post, range(args.pictures)))
             after = peak_mb(server.pid)
         finally:
-            server.terminate()
-            server.wait(30)
+            stop_server(server)
         statuses = sorted({status for status, _ in answers})
         seconds = np.median([s for _, s in answers])
         rise = after - before

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from read_speed import test_picture
+from serve_bench import start_server, stop_server
 from synthetic import DEFAULT_DIGITS
 
 HEALTH_GOAL_MS = 100
@@ -34,12 +34,6 @@ SLOW_HEAD = (
     b"POST /predictions HTTP/1.1\r\nHost: bench\r\nContent-Type: image/png\r\n"
     b"Content-Length: 20000\r\n\r\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def normal_rate(base: str, picture: bytes, clients: int, seconds: float) -> float:
@@ -116,31 +110,16 @@ def main() -> None:
     args = parser.parse_args()
 
     picture = test_picture(args.digits)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "digits_cli", "serve", "--port", str(port), "--model", args.model],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "DIGITS_SERVE__MAX_CONCURRENCY": "2"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("the server never became ready")
-            time.sleep(0.2)
-        asyncio.run(normal_rate(base, picture, args.clients, 3.0))  # warm-up, not counted
-        unloaded = asyncio.run(normal_rate(base, picture, args.clients, args.seconds))
-        rate, latencies, opened = asyncio.run(loaded(base, port, picture, args))
-    finally:
-        server.terminate()
-        server.wait(30)
+    env = {**os.environ, "DIGITS_SERVE__MAX_CONCURRENCY": "2"}
+    with tempfile.TemporaryDirectory() as folder:
+        server, base = start_server(args.model, 1, env, Path(folder) / "server.log")
+        try:
+            asyncio.run(normal_rate(base, picture, args.clients, 3.0))  # warm-up, not counted
+            unloaded = asyncio.run(normal_rate(base, picture, args.clients, args.seconds))
+            port = int(base.rsplit(":", 1)[1])
+            rate, latencies, opened = asyncio.run(loaded(base, port, picture, args))
+        finally:
+            stop_server(server)
     ms = np.array(latencies) * 1000
     ratio = rate / unloaded
     print(f"one digits serve worker, {args.clients} normal clients, {args.seconds:g} s each:")
