@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,25 +29,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from k8s_pod import load_renderer, podman
 from predict_shards import write_set
 from synthetic import DEFAULT_DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_renderer() -> Any:
-    spec = importlib.util.spec_from_file_location("k8s_render", ROOT / "deploy/k8s/render.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def podman(*args: str, check: bool = True) -> str:
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=600)
-    if check and done.returncode != 0:
-        sys.exit(f"FAIL: podman {' '.join(args)}: {done.stderr.strip()[-800:]}")
-    return done.stdout
 
 
 def index_pods(job: dict[str, Any], image: str, data: Path, count: int) -> list[dict[str, Any]]:
@@ -98,7 +83,7 @@ def run_pods(documents: list[dict[str, Any]], scratch: Path, name: str) -> float
     podman("kube", "play", str(manifest))
     try:
         containers = [f"{d['metadata']['name']}-digits" for d in documents if d["kind"] == "Pod"]
-        codes = podman("wait", *containers).split()
+        codes = podman("wait", *containers, timeout=600).split()
         seconds = time.perf_counter() - start
         for container, code in zip(containers, codes, strict=True):
             if code != "0":

@@ -50,8 +50,9 @@ def load_renderer() -> Any:
     return module
 
 
-def podman(*args: str, check: bool = True) -> str:
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
+def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
+    """podman's output; a failure ends the bench with its message (unless ``check`` is off)."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         sys.exit(f"FAIL: podman {' '.join(args)}: {done.stderr.strip()[-800:]}")
     return done.stdout
