@@ -111,21 +111,17 @@ def export_model(spec: str | None, settings: Settings, output: Path) -> dict[str
     """Write the model ``spec`` names (as for `digits predict --model`) to ``output`` (*.onnx)
     with its record beside it; it then serves without the registry and still names the registry
     model and version it came from. The answer is the record."""
-    from digits_cli.inference import checkpoint_onnx, download_onnx, is_registry_uri, model_spec
+    from digits_cli.inference import load_model
     from digits_cli.runtime import ONNX_SUFFIX, OnnxClassifier
 
     if Path(output).suffix != ONNX_SUFFIX:
         raise DigitsError(f"{output}: digits export writes ONNX files; name it *{ONNX_SUFFIX}")
-    uri = model_spec(spec, settings)
-    if is_registry_uri(uri):
-        data, metadata = download_onnx(uri, settings)
-    elif Path(uri).suffix == ".pt":
-        data, metadata = checkpoint_onnx(Path(uri))
-    else:
-        try:
-            data = Path(uri).read_bytes()
-        except OSError as exc:
-            raise DigitsError(f"{uri}: cannot read ({exc.strerror})") from exc
-        metadata = OnnxClassifier(data, uri).metadata  # refuses a file that is no digits model
-    metadata = {"name": Path(uri).stem, "version": "local", **metadata, "exported_from": uri}
-    return write_onnx(output, relabel(data, metadata), metadata)
+    loaded = load_model(spec, settings)  # one way to find a model, whatever its source
+    assert isinstance(loaded.classify, OnnxClassifier), "load_model answers ONNX classifiers"
+    metadata = {
+        **loaded.classify.metadata,
+        "name": loaded.name,
+        "version": loaded.version,
+        "exported_from": loaded.uri,
+    }
+    return write_onnx(output, relabel(loaded.classify.data, metadata), metadata)

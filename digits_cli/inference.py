@@ -80,7 +80,10 @@ def load_model(spec: str | None, settings: Settings) -> LoadedModel:
     try:
         if is_registry_uri(uri):
             data, found = download_onnx(uri, settings)
-            return LoadedModel(OnnxClassifier(data, uri), found["name"], found["version"], uri)
+            classifier = OnnxClassifier(data, uri)
+            # What the registry knows (version, test accuracy) beside what the file carries.
+            classifier.metadata = {**classifier.metadata, **found}
+            return LoadedModel(classifier, found["name"], found["version"], uri)
         path = Path(uri)
         if path.suffix == ".pt":
             data, meta = checkpoint_onnx(path)
