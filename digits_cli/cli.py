@@ -276,10 +276,15 @@ def train_command(
             f"{result['arch']}: {result['params']:,} parameters, "
             f"{result['macs_per_image']:,} MACs per image"
         )
+        kept = (
+            f"refit on train + val, final weights of epoch {result['best_epoch']}"
+            if result["best_val_accuracy"] is None
+            else f"best val accuracy {result['best_val_accuracy']:.2%} at epoch "
+            f"{result['best_epoch']}"
+        )
         typer.echo(
             f"{result['epochs']} epochs in {result['seconds']:.1f}s "
-            f"({result['images_per_second']:,.0f} img/s); best val accuracy "
-            f"{result['best_val_accuracy']:.2%} at epoch {result['best_epoch']} -> "
+            f"({result['images_per_second']:,.0f} img/s); {kept} -> "
             f"{result['model_path']}; MLflow run {result['mlflow_run_id']}"
         )
     if result["interrupted"]:

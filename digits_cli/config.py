@@ -57,7 +57,7 @@ class ValidateSettings(Section):
 
 class TrainSettings(Section):
     arch: Literal["default", "small", "lenet"] = "default"
-    epochs: int = Field(12, gt=0)
+    epochs: int = Field(15, gt=0)
     batch_size: int = Field(256, gt=0)
     lr: float = Field(0.1, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -69,6 +69,15 @@ class TrainSettings(Section):
     rotation: float = Field(10.0, ge=0)
     scale: float = Field(0.1, ge=0, lt=1)
     shift: float = Field(0.1, ge=0, lt=1)
+    elastic: float = Field(
+        0.0, ge=0, description="elastic distortion, pixels (Simard's alpha); 0: off"
+    )
+    elastic_sigma: float = Field(4.0, gt=0, description="smoothness of the elastic field, pixels")
+    elastic_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch distorted")
+    clean_epochs: int = Field(0, ge=0, description="last epochs trained without augmentation")
+    refit: bool = Field(
+        True, description="train on train + val with the fixed schedule; keep the final weights"
+    )
     threads: int = Field(0, ge=0, description="CPU threads; 0 uses every core")
     seed: int = 0
     max_train_samples: int | None = Field(None, gt=0, description="train on a subset")

@@ -447,7 +447,9 @@ def model_card(
     split_rows = [[name, f"{entry.get('count', 0):,}"] for name, entry in splits.items()]
     training = _training_settings(meta)
     training_rows = [[f"`{key}`", f"`{value}`"] for key, value in training.items()]
-    for key, label in (("best_val_accuracy", "best val accuracy"), ("epoch", "best epoch")):
+    if meta.get("trained_on") == "train+val":
+        training_rows.append(["trained on", "train + val (refit: no validation held out)"])
+    for key, label in (("best_val_accuracy", "best val accuracy"), ("epoch", "kept epoch")):
         if meta.get(key) is not None:
             training_rows.append([label, _number(meta[key], 6)])
     if meta.get("preset"):

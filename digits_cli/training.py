@@ -141,7 +141,11 @@ class Tensors:
 
 
 def load_tensors(processed_dir: Path, cfg: TrainSettings) -> tuple[Tensors, Tensors]:
-    """The train (optionally a seeded subset of ``max_train_samples``) and validation splits."""
+    """The digits to train on and the validation split.
+
+    With ``refit`` the validation digits join the training digits (so nothing is held out);
+    ``max_train_samples`` then takes a seeded subset of what is trained on.
+    """
     import numpy as np
     import torch
 
@@ -149,6 +153,8 @@ def load_tensors(processed_dir: Path, cfg: TrainSettings) -> tuple[Tensors, Tens
 
     train, val = load_split(processed_dir, "train"), load_split(processed_dir, "val")
     images, labels = train.images, train.labels
+    if cfg.refit:
+        images, labels = np.concatenate([images, val.images]), np.concatenate([labels, val.labels])
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(labels):
         chosen = np.random.default_rng(cfg.seed).permutation(len(labels))[: cfg.max_train_samples]
         keep = np.sort(chosen)  # the subset in the split's own order
@@ -172,7 +178,9 @@ def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
 def random_affine(
     batch: torch.Tensor, cfg: TrainSettings, generator: torch.Generator
 ) -> torch.Tensor:
-    """Warp each image by its own random rotation, scale and shift (one batched grid sample)."""
+    """Warp each image by its own random rotation, scale and shift (one batched grid sample);
+    with ``cfg.elastic`` the first ``elastic_fraction`` of the batch is also elastically
+    distorted (Simard et al. 2003) in the same sample."""
     import torch
     import torch.nn.functional as F
 
@@ -187,7 +195,33 @@ def random_affine(
         [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
     )
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    distorted = round(n * cfg.elastic_fraction) if cfg.elastic > 0 else 0
+    if distorted:
+        field = elastic_field(
+            distorted, batch.shape[-2:], cfg.elastic, cfg.elastic_sigma, generator
+        )
+        grid = torch.cat([grid[:distorted] + field.to(batch.device), grid[distorted:]])
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def elastic_field(
+    n: int, size: Any, alpha: float, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``n`` smooth random displacement fields (n, H, W, 2) in grid_sample's [-1, 1] units:
+    uniform noise blurred by a Gaussian of ``sigma`` pixels, scaled to ``alpha`` pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = int(size[0]), int(size[1])
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps /= taps.sum()
+    noise = torch.rand(n * 2, 1, height, width, generator=generator) * 2 - 1
+    blurred = F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, radius))
+    blurred = F.conv2d(blurred, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    pixels = blurred.view(n, 2, height, width).permute(0, 2, 3, 1) * alpha
+    # One pixel is 2/W of grid_sample's x range and 2/H of its y range.
+    return pixels * torch.tensor([2 / width, 2 / height])
 
 
 # --- Model averaging and evaluation ------------------------------------------------------------
@@ -296,16 +330,22 @@ class Progress:
     def epoch_end(self, metrics: dict[str, float], epoch: int, elapsed: float) -> None:
         if not self.enabled:
             return
-        line = (
-            f"epoch {epoch}/{self.epochs}  train_loss {metrics['train_loss']:.4f}  "
+        validated = "val_accuracy" in metrics
+        val = (
             f"val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4%}  "
+            if validated
+            else ""
+        )
+        line = (
+            f"epoch {epoch}/{self.epochs}  train_loss {metrics['train_loss']:.4f}  {val}"
             f"lr {metrics['lr']:.4g}  {metrics['images_per_second']:,.0f} img/s  {elapsed:.1f}s"
         )
         if self.bar is None:
             print(line, file=self.stream, flush=True)
         else:  # above the bar, so the history stays on screen
             self.bar.console.print(line, highlight=False)
-            self.bar.update(self.task, val=f"{metrics['val_accuracy']:.2%}")
+            if validated:
+                self.bar.update(self.task, val=f"{metrics['val_accuracy']:.2%}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -321,8 +361,8 @@ class Outcome:
 
     epochs: int = 0
     best_epoch: int = 0
-    best_val_accuracy: float = 0.0
-    best_val_loss: float = math.inf
+    best_val_accuracy: float | None = None
+    best_val_loss: float | None = None
     seconds: float = 0.0
     step_seconds: float = 0.0
     images_seen: int = 0
@@ -337,14 +377,18 @@ class Outcome:
         return self.images_seen / self.step_seconds if self.step_seconds else 0.0
 
     def record(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Add an epoch's metrics; True when it is the best yet (ties go to the lower val loss)."""
+        """Add an epoch's metrics; True when its model is the one to keep: the best validation
+        yet (ties go to the lower val loss), or, with no validation (a refit), every epoch."""
         self.epochs = epoch
         self.history.append(metrics)
+        if "val_accuracy" not in metrics:
+            self.best_epoch = epoch
+            return True
         accuracy, loss = metrics["val_accuracy"], metrics["val_loss"]
-        best = accuracy > self.best_val_accuracy or (
-            accuracy == self.best_val_accuracy and loss < self.best_val_loss
-        )
-        self.stale_epochs = 0 if accuracy > self.best_val_accuracy else self.stale_epochs + 1
+        best_accuracy = -1.0 if self.best_val_accuracy is None else self.best_val_accuracy
+        best_loss = math.inf if self.best_val_loss is None else self.best_val_loss
+        best = accuracy > best_accuracy or (accuracy == best_accuracy and loss < best_loss)
+        self.stale_epochs = 0 if accuracy > best_accuracy else self.stale_epochs + 1
         if best:
             self.best_epoch, self.best_val_accuracy, self.best_val_loss = epoch, accuracy, loss
         return best
@@ -389,6 +433,24 @@ def one_cycle(
     return factor
 
 
+def epoch_metrics(
+    validation: tuple[float, int, int] | None,
+    train_loss: float,
+    workers: Workers,
+    device: torch.device,
+) -> dict[str, float]:
+    """The epoch's mean train loss over processes, and its validation when there is one."""
+    if validation is None:
+        (total,) = all_sum([train_loss], workers, device)
+        return {"train_loss": total / workers.world_size}
+    val_loss, correct, count, total = all_sum([*validation, train_loss], workers, device)
+    return {
+        "train_loss": total / workers.world_size,
+        "val_loss": val_loss / count,
+        "val_accuracy": correct / count,
+    }
+
+
 def out_of_time(start: float, limit: float, workers: Workers, device: torch.device) -> bool:
     """Whether ``limit`` seconds have passed, as any process sees it (so all stop together)."""
     late = float(time.perf_counter() - start > limit)
@@ -406,7 +468,8 @@ def fit(
     on_epoch: Any,
     stream: TextIO = sys.stdout,
 ) -> Outcome:
-    """Train ``model`` in place; call ``on_best(eval_model, outcome)`` on every new best validation.
+    """Train ``model`` in place; call ``on_best(eval_model, outcome)`` on every new best validation
+    (with ``refit``, which validates nothing, after every epoch: the final weights are kept).
 
     Ctrl-C ends the loop after the current step and returns what was done.
     """
@@ -452,11 +515,12 @@ def fit(
             loss_sum, loss_count = 0.0, 0
             epoch_start = time.perf_counter()
             epoch_images = 0
+            augment = cfg.augment and epoch <= cfg.epochs - cfg.clean_epochs
             for step in range(steps_per_epoch):
                 first = step * global_batch + workers.rank * per_process_batch
                 idx = order[first : first + per_process_batch]
                 x = model_input(train_images[idx])
-                if cfg.augment:
+                if augment:
                     x = random_affine(x, cfg, augment_rng)
                 x = x.contiguous(memory_format=memory_format)
                 loss = F.cross_entropy(
@@ -483,19 +547,14 @@ def fit(
             outcome.step_seconds += step_seconds
             outcome.images_seen += epoch_images
 
-            val_loss, correct, count, train_loss = all_sum(
-                [*evaluate_split(eval_model, val, memory_format), loss_sum / loss_count],
+            metrics = epoch_metrics(
+                None if cfg.refit else evaluate_split(eval_model, val, memory_format),
+                loss_sum / loss_count,
                 workers,
                 device,
             )
-            train_loss /= workers.world_size
-            metrics = {
-                "train_loss": train_loss,
-                "val_loss": val_loss / count,
-                "val_accuracy": correct / count,
-                "lr": optimizer.param_groups[0]["lr"],
-                "images_per_second": epoch_images / step_seconds,
-            }
+            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            metrics["images_per_second"] = epoch_images / step_seconds
             if outcome.record(epoch, metrics) and workers.is_main:
                 on_best(eval_model, outcome)
             outcome.seconds = time.perf_counter() - start
@@ -504,7 +563,7 @@ def fit(
                 on_epoch(metrics, epoch)
             if outcome.timed_out:
                 break
-            if outcome.stale_epochs >= cfg.patience:
+            if not cfg.refit and outcome.stale_epochs >= cfg.patience:
                 outcome.stopped_early = True
                 break
     except KeyboardInterrupt:
@@ -600,6 +659,8 @@ def train_model(
         "arch": cfg.arch,
         "preset": preset,
         "train_samples": len(train),
+        # A refit trains on the validation digits too: its model has no held-out validation.
+        "trained_on": "train+val" if cfg.refit else "train",
         "device": str(device),
         "threads": threads,
         "processes": workers.world_size,
@@ -646,6 +707,7 @@ def track_training(
         "data_manifest_sha256": data_digest,
         "arch": cfg.arch,
         "preset": facts["preset"] or "none",
+        "trained_on": facts["trained_on"],
     }
     commit = git_commit()
     if commit is not None:
@@ -661,6 +723,7 @@ def track_training(
                 "best_val_accuracy": outcome.best_val_accuracy,
                 "epoch": outcome.best_epoch,
                 "preset": facts["preset"],
+                "trained_on": facts["trained_on"],
                 "train": cfg.model_dump(mode="json"),
             }
             save_checkpoint(cfg.model_path, best_model, meta)
@@ -677,7 +740,7 @@ def track_training(
             "epochs": outcome.epochs,
             "best_epoch": outcome.best_epoch,
             "best_val_accuracy": outcome.best_val_accuracy,
-            "best_val_loss": outcome.best_val_loss if saved else None,
+            "best_val_loss": outcome.best_val_loss,
             "images_per_second": round(outcome.images_per_second, 1),
             **facts,
             "stopped_early": outcome.stopped_early,
@@ -687,9 +750,10 @@ def track_training(
             "mlflow_run_id": run_id,
             **emissions.as_metrics(),
         }
+        held_out = {} if cfg.refit else {"best_val_accuracy": outcome.best_val_accuracy}
         mlflow.log_metrics(
             {
-                "best_val_accuracy": outcome.best_val_accuracy,
+                **held_out,
                 "train_seconds": outcome.seconds,
                 "train_images_per_second": outcome.images_per_second,
                 **emissions.as_metrics(),

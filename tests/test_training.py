@@ -33,6 +33,7 @@ from digits_cli.training import (
     load_tensors,
     one_cycle,
     pixel_stats,
+    elastic_field,
     random_affine,
     train_overrides,
 )
@@ -58,6 +59,7 @@ def write_params(folder: Path, processed_dir: Path, **train: Any) -> Path:
             "lr": 0.05,
             "max_train_samples": 512,
             "threads": 1,
+            "refit": False,  # validate on the held-out split; the refit has its own tests
             "model_path": str(folder / "models" / "model.pt"),
             "report": str(folder / "reports" / "train.json"),
             **train,
@@ -129,6 +131,30 @@ def test_an_affine_warp_moves_pixels_but_keeps_them_in_range(
     assert float((warped - images).abs().mean()) > 0.01
 
 
+def test_an_elastic_field_is_smooth_and_as_strong_as_asked() -> None:
+    rough = elastic_field(64, (28, 28), alpha=1.0, sigma=1.0, generator=torch.Generator())
+    smooth = elastic_field(64, (28, 28), alpha=1.0, sigma=4.0, generator=torch.Generator())
+    assert smooth.shape == (64, 28, 28, 2)
+
+    def neighbour_step(field: torch.Tensor) -> float:
+        return float((field[:, 1:] - field[:, :-1]).abs().mean() / field.abs().mean())
+
+    assert neighbour_step(smooth) < neighbour_step(rough) / 2
+    strong = elastic_field(64, (28, 28), alpha=8.0, sigma=4.0, generator=torch.Generator())
+    torch.testing.assert_close(strong, smooth * 8)
+
+
+def test_elastic_distortion_reaches_only_its_share_of_the_batch(
+    mnist_small: dict[str, Any],
+) -> None:
+    images = torch.from_numpy(mnist_small["train"].images[:8]).unsqueeze(1).float() / 255
+    cfg = TrainSettings(rotation=0, scale=0, shift=0, elastic=6.0, elastic_fraction=0.5)
+    warped = random_affine(images, cfg, torch.Generator().manual_seed(0))
+    change = (warped - images).abs().flatten(1).mean(1)
+    assert bool((change[:4] > 0.01).all())
+    torch.testing.assert_close(warped[4:], images[4:], atol=1e-5, rtol=0)
+
+
 def test_pixel_stats_are_those_of_the_scaled_pixels() -> None:
     images = torch.tensor([[[0, 255]]], dtype=torch.uint8)
     mean, std = pixel_stats(images)
@@ -191,6 +217,14 @@ def test_max_train_samples_takes_a_seeded_random_subset(processed_dir: Path) -> 
     assert not torch.equal(first.images, full.images[:100])
 
 
+def test_a_refit_trains_on_the_validation_digits_too(processed_dir: Path) -> None:
+    held_out, val = load_tensors(processed_dir, TrainSettings(refit=False))
+    refit, same_val = load_tensors(processed_dir, TrainSettings(refit=True))
+    assert len(refit) == len(held_out) + len(val)
+    assert torch.equal(refit.images[len(held_out) :], val.images)
+    assert torch.equal(same_val.images, val.images)
+
+
 def short_fit(
     processed_dir: Path,
     seed: int,
@@ -241,6 +275,40 @@ def test_ctrl_c_stops_cleanly_after_keeping_the_best_model(processed_dir: Path) 
     )
     assert outcome.interrupted and outcome.epochs == 1
     assert saved == [1]
+
+
+def test_a_refit_validates_nothing_keeps_every_epoch_and_never_stops_early(
+    processed_dir: Path,
+) -> None:
+    outcome, saved = short_fit(processed_dir, seed=0, epochs=3, patience=1, refit=True)
+    assert saved == [1, 2, 3] and not outcome.stopped_early
+    assert all("val_accuracy" not in metrics for metrics in outcome.history)
+    assert outcome.best_val_accuracy is None
+
+
+def test_clean_epochs_train_without_augmentation(processed_dir: Path) -> None:
+    plain, _ = short_fit(processed_dir, seed=0, augment=False)
+    clean, _ = short_fit(processed_dir, seed=0, clean_epochs=2, elastic=4.0)
+    half, _ = short_fit(processed_dir, seed=0, clean_epochs=1)
+    assert without_speed(clean.history) == without_speed(plain.history)
+    assert without_speed(half.history) != without_speed(plain.history)
+
+
+def test_a_refit_train_says_it_held_nothing_out(
+    processed_dir: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    params = write_params(tmp_path, processed_dir, refit=True, epochs=2, max_train_samples=256)
+    result = invoke(tracking_uri, "--params", str(params), "train")
+    assert result.exit_code == 0, result.stderr
+    assert "refit on train + val, final weights of epoch 2" in result.stdout
+    report = json.loads((tmp_path / "reports" / "train.json").read_text())
+    assert report["trained_on"] == "train+val" and report["best_epoch"] == 2
+    assert report["best_val_accuracy"] is None and report["best_val_loss"] is None
+    _, meta = load_checkpoint(tmp_path / "models" / "model.pt")
+    assert meta["trained_on"] == "train+val" and meta["epoch"] == 2
+    run = mlflow.MlflowClient(tracking_uri).get_run(report["mlflow_run_id"])
+    assert run.data.tags["trained_on"] == "train+val"
+    assert not {"val_accuracy", "best_val_accuracy"} & set(run.data.metrics)
 
 
 def test_train_reports_what_it_did(report: dict[str, Any]) -> None:
