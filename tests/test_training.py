@@ -29,11 +29,11 @@ from digits_cli.training import (
     WeightEMA,
     Workers,
     batch_plan,
+    elastic_field,
     fit,
     load_tensors,
     one_cycle,
     pixel_stats,
-    elastic_field,
     random_affine,
     train_overrides,
 )
