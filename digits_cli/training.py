@@ -750,7 +750,9 @@ def track_training(
             "mlflow_run_id": run_id,
             **emissions.as_metrics(),
         }
-        held_out = {} if cfg.refit else {"best_val_accuracy": outcome.best_val_accuracy}
+        held_out = {}
+        if outcome.best_val_accuracy is not None:
+            held_out["best_val_accuracy"] = outcome.best_val_accuracy
         mlflow.log_metrics(
             {
                 **held_out,
