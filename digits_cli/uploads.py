@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
+from starlette.types import Message
 
 if TYPE_CHECKING:
     pass
@@ -70,13 +69,15 @@ async def uploaded_picture(request: Request, limit: int) -> tuple[bytes, str]:
         )
     body = await read_capped_body(request, limit)
 
-    async def replay() -> AsyncGenerator[bytes, None]:
-        yield body
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
 
+    # The capped body, read already, handed to Starlette's public form parsing as a request of
+    # its own; inside an app Starlette answers a malformed form with HTTPException(400).
     try:
-        form = await MultiPartParser(request.headers, replay(), max_files=1, max_fields=10).parse()
-    except MultiPartException as exc:
-        raise HTTPException(400, f"malformed multipart form: {exc.message}") from None
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+    except HTTPException as exc:
+        raise HTTPException(400, f"malformed multipart form: {exc.detail}") from None
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
