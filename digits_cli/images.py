@@ -58,6 +58,23 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     return decode_scaled(data, name, max_pixels)[0]
 
 
+def ignore_decompression_bomb_warnings() -> None:
+    """Silence Pillow's decompression-bomb warning in this process: our own limit (max_pixels,
+    checked from the header) replaces it. ``Image.open`` issues it for pictures over 89.5
+    megapixels, before that check; under ``-W error`` it would end as a bogus "corrupt picture".
+
+    One filter, added if missing (a test's or a caller's catch_warnings may have dropped it).
+    Not ``catch_warnings`` around each decode: that swaps the process's one filter list, so with
+    pictures decoding on several threads one thread's exit removes the filter another is
+    decoding under (tests/test_images.py).
+    """
+    from PIL import Image
+
+    ignored = ("ignore", None, Image.DecompressionBombWarning, None, 0)
+    if ignored not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def open_picture(data: bytes, name: str, max_pixels: int) -> PilImage:
     """The picture's decoder, its header read and checked (format, size, pixel limit), no pixel
     decoded yet."""
@@ -65,21 +82,17 @@ def open_picture(data: bytes, name: str, max_pixels: int) -> PilImage:
 
     if not data:
         raise UnreadableImage(f"{name}: empty file (0 bytes)")
-    with warnings.catch_warnings():
-        # Our own limit replaces PIL's decompression-bomb warning.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            picture = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(
-                f"{name}: picture too large (over {max_pixels:,} pixels allowed)"
-            ) from exc
-        except Image.UnidentifiedImageError as exc:
-            raise UnsupportedImageFormat(
-                f"{name}: not a PNG, JPEG, BMP, TIFF or WebP picture"
-            ) from exc
-        except Exception as exc:  # decoders raise many types on malformed headers
-            raise UnreadableImage(f"{name}: corrupt picture header ({_reason(exc)})") from exc
+    ignore_decompression_bomb_warnings()
+    try:
+        picture = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(
+            f"{name}: picture too large (over {max_pixels:,} pixels allowed)"
+        ) from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UnsupportedImageFormat(f"{name}: not a PNG, JPEG, BMP, TIFF or WebP picture") from exc
+    except Exception as exc:  # decoders raise many types on malformed headers
+        raise UnreadableImage(f"{name}: corrupt picture header ({_reason(exc)})") from exc
     width, height = picture.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -130,24 +143,22 @@ def decode_scaled(
     """
     from PIL import Image
 
-    picture = open_picture(data, name, max_pixels)
+    picture = open_picture(data, name, max_pixels)  # its filter covers load() (TIFF tiles) too
     width, height = picture.size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            if decoded_size(picture, max_side) != picture.size:
-                picture.draft(picture.mode, decoded_size(picture, max_side))
-            turned = picture.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
-            picture.load()
-            if max_side is not None:
-                picture = reduced(picture, max_side)  # the full-size decode is freed here
-            return _to_rgb(picture), (height, width) if turned else (width, height)
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLarge(f"{name}: picture too large (over {max_pixels:,} pixels)") from exc
-        except MemoryError:
-            raise
-        except Exception as exc:  # truncated or corrupt pixel data surfaces in many types
-            raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
+    try:
+        if decoded_size(picture, max_side) != picture.size:
+            picture.draft(picture.mode, decoded_size(picture, max_side))
+        turned = picture.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
+        picture.load()
+        if max_side is not None:
+            picture = reduced(picture, max_side)  # the full-size decode is freed here
+        return _to_rgb(picture), (height, width) if turned else (width, height)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{name}: picture too large (over {max_pixels:,} pixels)") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # truncated or corrupt pixel data surfaces in many types
+        raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
 
 
 def reduced(picture: PilImage, max_side: int) -> PilImage:

@@ -6,6 +6,7 @@ import io
 import os
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -258,3 +259,85 @@ def test_reading_bytes_estimates_from_the_header_alone() -> None:
 
     data = png_header_claiming(6300, 6300)  # RGB by its header; the pixels are not there
     assert reading_bytes(data, "big.png", LIMIT, 2000) == 6300 * 6300 * 3 + 7 * 3 * 2000 * 2000
+
+
+def test_pictures_decode_right_on_several_threads_at_once_whatever_the_warning_filters() -> None:
+    """The server decodes on several threads; a picture over Pillow's warning threshold (89.5
+    megapixels) must give the same answer on each, even under ``python -W error``."""
+    import sys
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from digits_cli.images import open_picture
+
+    over_warning = png_header_claiming(10_000, 9_000)  # 90 megapixels, by its header
+    card = encoded(Image.fromarray(picture()), "PNG")
+
+    def read(index: int) -> str:
+        try:
+            if index % 3 == 0:
+                width, height = open_picture(over_warning, "big", PILLOW_PIXEL_LIMIT).size
+                return f"{width}x{height}"
+            if index % 3 == 1:
+                decode_image(over_warning, "big", LIMIT)
+            return "card" if np.array_equal(decode_image(card, "card", LIMIT), picture()) else "?"
+        except DigitsError as exc:
+            return type(exc).__name__
+
+    interval = sys.getswitchinterval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, append=True)  # like -W error
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(read, range(3000)))
+        finally:
+            sys.setswitchinterval(interval)
+    expected = ["10000x9000", "ImageTooLarge", "card"]
+    assert answers == [expected[index % 3] for index in range(3000)]
+
+
+def test_a_decode_ending_on_one_thread_leaves_anothers_warning_filter_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interleaving that made a picture over the warning threshold "corrupt" under -W error:
+    A starts decoding, B starts decoding, A finishes, then B's header is read."""
+    import threading
+    import warnings
+
+    from digits_cli.images import open_picture
+
+    real_open = Image.open
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def sequenced_open(*args: Any, **kwargs: Any) -> Image.Image:
+        if threading.current_thread().name == "A":
+            a_inside.set()
+            assert b_inside.wait(10)
+        else:
+            b_inside.set()
+            assert a_done.wait(10)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", sequenced_open)
+    over_warning = png_header_claiming(10_000, 9_000)
+    answers: dict[str, object] = {}
+
+    def read(name: str) -> None:
+        try:
+            answers[name] = open_picture(over_warning, name, PILLOW_PIXEL_LIMIT).size
+        except DigitsError as exc:
+            answers[name] = exc
+        if name == "A":
+            a_done.set()
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, append=True)  # like -W error
+        a = threading.Thread(target=read, args=("A",), name="A")
+        b = threading.Thread(target=read, args=("B",), name="B")
+        a.start()
+        assert a_inside.wait(10)
+        b.start()
+        a.join(20)
+        b.join(20)
+    assert answers == {"A": (10_000, 9_000), "B": (10_000, 9_000)}
