@@ -2,7 +2,8 @@
 
 Each tracked block (:func:`digits_cli.emissions.track_emissions`) appends one row whose
 ``project_name`` is its kind (train, evaluate, serve); ``duration`` is in seconds,
-``energy_consumed`` in kWh and ``emissions`` in kg CO2-equivalent.
+``energy_consumed`` in kWh and ``emissions`` in kg CO2-equivalent. :func:`read_emissions` is
+the one reader of that file (this command and the model card's energy table).
 """
 
 from __future__ import annotations
@@ -31,24 +32,34 @@ class KindTotal:
     co2eq_kg: float = 0.0
 
 
-def _number(value: str | None, path: Path, line: int, column: str) -> float:
-    # codecarbon leaves a figure empty when it could not measure it: it adds nothing.
+@dataclass(frozen=True)
+class EmissionsRow:
+    """One tracked run as codecarbon recorded it; a figure it could not measure is None."""
+
+    kind: str
+    timestamp: str
+    duration_s: float | None
+    energy_kwh: float | None
+    co2eq_kg: float | None
+
+
+def _number(value: str | None, path: Path, line: int, column: str) -> float | None:
+    # codecarbon leaves a figure empty when it could not measure it.
     if value is None or not value.strip():
-        return 0.0
+        return None
     try:
         number = float(value)
     except ValueError:
         raise DigitsError(f"{path}:{line}: {column} is not a number ({value!r})") from None
-    return number if math.isfinite(number) else 0.0
+    return number if math.isfinite(number) else None
 
 
-def summarise_emissions(path: Path) -> list[KindTotal]:
-    """Totals per run kind (train, evaluate, serve first, then any other kind by name)."""
-    if not path.is_file():
-        raise DigitsError(
-            f"{path}: no emissions recorded yet; run `digits train` or `digits evaluate` "
-            "with emissions.enabled true"
-        )
+def read_emissions(path: Path) -> list[EmissionsRow]:
+    """The rows of codecarbon's CSV in file order, each run kind from its ``project_name``.
+
+    Raises DigitsError when the file cannot be read, is not codecarbon's, or holds a figure
+    that is not a number.
+    """
     try:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -58,14 +69,38 @@ def summarise_emissions(path: Path) -> list[KindTotal]:
     missing = [column for column in COLUMNS if column not in header]
     if rows and missing:
         raise DigitsError(f"{path}: not a codecarbon file (no {', '.join(missing)} column)")
+    return [
+        EmissionsRow(
+            kind=(row["project_name"] or "").strip() or "unnamed",
+            timestamp=(row.get("timestamp") or "").strip(),
+            duration_s=_number(row["duration"], path, line, "duration"),
+            energy_kwh=_number(row["energy_consumed"], path, line, "energy_consumed"),
+            co2eq_kg=_number(row["emissions"], path, line, "emissions"),
+        )
+        for line, row in enumerate(rows, start=2)
+    ]
+
+
+def latest_per_kind(rows: list[EmissionsRow]) -> dict[str, EmissionsRow]:
+    """The last row of each run kind (codecarbon appends, so the last is the latest)."""
+    return {row.kind: row for row in rows}
+
+
+def summarise_emissions(path: Path) -> list[KindTotal]:
+    """Totals per run kind (train, evaluate, serve first, then any other kind by name)."""
+    if not path.is_file():
+        raise DigitsError(
+            f"{path}: no emissions recorded yet; run `digits train` or `digits evaluate` "
+            "with emissions.enabled true"
+        )
     totals: dict[str, KindTotal] = {}
-    for line, row in enumerate(rows, start=2):
-        kind = (row["project_name"] or "").strip() or "unnamed"
-        total = totals.setdefault(kind, KindTotal(kind))
+    for row in read_emissions(path):
+        total = totals.setdefault(row.kind, KindTotal(row.kind))
         total.runs += 1
-        total.duration_s += _number(row["duration"], path, line, "duration")
-        total.energy_kwh += _number(row["energy_consumed"], path, line, "energy_consumed")
-        total.co2eq_kg += _number(row["emissions"], path, line, "emissions")
+        # A figure codecarbon could not measure adds nothing.
+        total.duration_s += row.duration_s or 0.0
+        total.energy_kwh += row.energy_kwh or 0.0
+        total.co2eq_kg += row.co2eq_kg or 0.0
 
     def order(total: KindTotal) -> tuple[int, str]:
         rank = KIND_ORDER.index(total.kind) if total.kind in KIND_ORDER else len(KIND_ORDER)

@@ -22,7 +22,12 @@ from digits_cli.io import atomic_open, atomic_path, write_json
 if TYPE_CHECKING:
     import torch
 
-    from digits_cli.config import EvaluateSettings, Settings, TrackingSettings
+    from digits_cli.config import (
+        EmissionsSettings,
+        EvaluateSettings,
+        Settings,
+        TrackingSettings,
+    )
     from digits_cli.model import Classifier
 
 N_CLASSES = 10
@@ -349,17 +354,6 @@ def write_plots(
 # --- Model card ----------------------------------------------------------------------------------
 
 
-def latest_emissions(output_file: Path) -> dict[str, dict[str, str]]:
-    """The last row of ``emissions.csv`` per run kind (codecarbon's ``project_name``)."""
-    if not output_file.is_file():
-        return {}
-    try:
-        with open(output_file, newline="") as handle:
-            return {row.get("project_name", ""): row for row in csv.DictReader(handle)}
-    except (OSError, csv.Error):
-        return {}
-
-
 def _number(value: Any, digits: int = 4) -> str:
     try:
         return f"{float(value):.{digits}g}"
@@ -371,6 +365,35 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def energy_section(cfg: EmissionsSettings) -> str:
+    """The latest codecarbon row per run kind as a table, or why there is none."""
+    from digits_cli.emissions_report import latest_per_kind, read_emissions
+
+    if not cfg.output_file.is_file():
+        return f"No emissions recorded (`{cfg.output_file}` is absent or empty)."
+    try:
+        latest = latest_per_kind(read_emissions(cfg.output_file))
+    except DigitsError as exc:
+        return f"No emissions shown: {exc}."
+    if not latest:
+        return f"No emissions recorded (`{cfg.output_file}` is absent or empty)."
+    rows = [
+        [
+            kind,
+            row.timestamp or "n/a",
+            _number(row.duration_s, 4),
+            _number(row.energy_kwh, 4),
+            _number(row.co2eq_kg, 4),
+        ]
+        for kind, row in sorted(latest.items())
+    ]
+    return (
+        _table(["run kind", "timestamp", "duration (s)", "energy (kWh)", "CO2eq (kg)"], rows)
+        + f"\n\nLatest row per kind in `{cfg.output_file}` "
+        f"(codecarbon offline tracker, grid of {cfg.country_iso_code})."
+    )
 
 
 def _training_settings(meta: dict[str, Any]) -> dict[str, Any]:
@@ -456,24 +479,7 @@ def model_card(
         training_rows.append(["preset", f"`{meta['preset']}`"])
     summary_rows = [[key, _number(metrics[key], 6)] for key in SUMMARY_KEYS]
     weakest = sorted(metrics["per_class"].items(), key=lambda item: item[1]["f1"])[:2]
-    emissions = latest_emissions(settings.emissions.output_file)
-    energy_rows = [
-        [
-            kind,
-            row.get("timestamp", "n/a"),
-            _number(row.get("duration"), 4),
-            _number(row.get("energy_consumed"), 4),
-            _number(row.get("emissions"), 4),
-        ]
-        for kind, row in sorted(emissions.items())
-    ]
-    energy = (
-        _table(["run kind", "timestamp", "duration (s)", "energy (kWh)", "CO2eq (kg)"], energy_rows)
-        + f"\n\nLatest row per kind in `{settings.emissions.output_file}` "
-        f"(codecarbon offline tracker, grid of {settings.emissions.country_iso_code})."
-        if energy_rows
-        else f"No emissions recorded (`{settings.emissions.output_file}` is absent or empty)."
-    )
+    energy = energy_section(settings.emissions)
     run = f"MLflow run `{run_id}`" if run_id else "no MLflow run"
     tta = "with test-time augmentation (mean over 1-pixel shifts)" if cfg.tta else "without TTA"
     sections = [

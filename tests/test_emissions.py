@@ -15,6 +15,8 @@ from typer.testing import CliRunner, Result
 from digits_cli.cli import app
 from digits_cli.config import EmissionsSettings
 from digits_cli.emissions import track_emissions
+from digits_cli.emissions_report import latest_per_kind, read_emissions
+from digits_cli.errors import DigitsError
 
 # The columns codecarbon writes, in its order.
 HEADER = [field.name for field in dataclasses.fields(EmissionsData)]
@@ -123,3 +125,48 @@ def test_reads_the_file_a_real_tracker_writes(tmp_path: Path) -> None:
     assert row["kind"] == "evaluate"
     assert row["runs"] == 1
     assert row["energy_kwh"] == pytest.approx(measured.energy_kwh or 0.0)
+
+
+# --- The one reader of codecarbon's CSV (also the model card's energy table) --------------------
+
+
+def test_read_emissions_keeps_file_order_and_marks_unmeasured_figures(tmp_path: Path) -> None:
+    path = tmp_path / "emissions.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, HEADER, restval="")
+        writer.writeheader()
+        writer.writerow({"project_name": "train", "timestamp": "t1", "duration": "60"})
+        writer.writerow({"project_name": " ", "timestamp": "t2", "emissions": "inf"})
+    first, second = read_emissions(path)
+    assert (first.kind, first.timestamp, first.duration_s, first.energy_kwh) == (
+        "train",
+        "t1",
+        60.0,
+        None,
+    )
+    assert (second.kind, second.co2eq_kg) == ("unnamed", None)
+
+
+def test_latest_per_kind_keeps_the_last_row_of_each_kind(tmp_path: Path) -> None:
+    path = write_emissions(
+        tmp_path / "emissions.csv",
+        [
+            ("train", 60.0, 0.002, 0.0008),
+            ("evaluate", 5.0, 0.0001, 0.00004),
+            ("train", 40.0, 0.001, 0.0004),
+        ],
+    )
+    latest = latest_per_kind(read_emissions(path))
+    assert sorted(latest) == ["evaluate", "train"]
+    assert latest["train"].duration_s == 40.0 and latest["train"].energy_kwh == 0.001
+    assert latest["evaluate"].co2eq_kg == 0.00004
+
+
+def test_a_figure_that_is_not_a_number_names_its_line(tmp_path: Path) -> None:
+    path = write_emissions(tmp_path / "emissions.csv", [("train", 1.0, 0.1, 0.1)])
+    with open(path, "a", newline="") as handle:
+        csv.DictWriter(handle, HEADER, restval="").writerow(
+            {"project_name": "train", "duration": "abc"}
+        )
+    with pytest.raises(DigitsError, match=r"emissions.csv:3: duration is not a number \('abc'\)"):
+        read_emissions(path)
