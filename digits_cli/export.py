@@ -27,6 +27,24 @@ from digits_cli.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, record_pat
 ONNX_OPSET = 17
 
 
+def quiet_legacy_exporter() -> None:
+    """Silence the TorchScript exporter's deprecation notices, in this process.
+
+    The exporter (dynamo=False) handles this network exactly (ONNX Runtime matches torch within
+    3e-6) and needs no onnxscript; its notices that it is legacy are noise here. Filters put
+    first at each export, not catch_warnings around it: that swaps the process's one filter list,
+    and a server exporting a checkpoint on its loading thread would drop the filters of the
+    threads decoding pictures meanwhile (images.ignore_decompression_bomb_warnings).
+    """
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
+    warnings.filterwarnings(  # torch.onnx.export warns as its caller (stacklevel=2): this module
+        "ignore",
+        message="You are using the legacy TorchScript-based ONNX export",
+        category=DeprecationWarning,
+        module=r"digits_cli\.export$",
+    )
+
+
 class WithSoftmax(nn.Module):
     """The classifier's logits turned into probabilities, so the file answers what readers use."""
 
@@ -48,21 +66,18 @@ def onnx_bytes(model: Classifier, metadata: dict[str, Any]) -> bytes:
     model.eval()
     folder = tempfile.TemporaryDirectory()
     path = Path(folder.name) / "model.onnx"
-    # The TorchScript exporter (dynamo=False) handles this network exactly (ONNX Runtime matches
-    # torch within 3e-6) and needs no onnxscript; its deprecation notice is noise here.
+    quiet_legacy_exporter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                WithSoftmax(model),
-                (torch.zeros(2, 1, 28, 28),),
-                path,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-            )
+        torch.onnx.export(
+            WithSoftmax(model),
+            (torch.zeros(2, 1, 28, 28),),
+            path,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
         proto = onnx.load(path)
     finally:
         model.train(was_training)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,6 +88,72 @@ def test_an_exported_file_carries_its_provenance_inside_and_in_its_record(
 
     assert record["sha256"] == hashlib.sha256(small_onnx.read_bytes()).hexdigest()
     assert record["bytes"] == small_onnx.stat().st_size
+
+
+def test_exporting_on_one_thread_leaves_the_warning_filters_of_decoding_threads_in_place(
+    small_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server loading a checkpoint exports it on a thread of its own while other threads
+    decode pictures: the export started, a decode installed its filter, the export ended, then
+    the picture's header was read (over 89.5 megapixels: Pillow warns, -W error makes it an
+    error unless the filter is there)."""
+    import threading
+    import warnings
+
+    import torch
+    from conftest import png_header_claiming
+    from PIL import Image
+
+    from digits_cli.config import PILLOW_PIXEL_LIMIT
+    from digits_cli.errors import DigitsError
+    from digits_cli.export import onnx_bytes
+    from digits_cli.images import open_picture
+    from digits_cli.model import load_checkpoint
+
+    model, _ = load_checkpoint(small_checkpoint)
+    exporting, decoding, exported = threading.Event(), threading.Event(), threading.Event()
+    real_export, real_open = torch.onnx.export, Image.open
+
+    def sequenced_export(*args: Any, **kwargs: Any) -> Any:
+        exporting.set()
+        assert decoding.wait(10)
+        return real_export(*args, **kwargs)
+
+    def sequenced_open(*args: Any, **kwargs: Any) -> Image.Image:
+        decoding.set()
+        assert exported.wait(60)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", sequenced_export)
+    monkeypatch.setattr(Image, "open", sequenced_open)
+    answers: dict[str, object] = {}
+
+    def export() -> None:
+        answers["export"] = len(onnx_bytes(model, {})) > 0
+        exported.set()
+
+    def decode() -> None:
+        try:
+            data = png_header_claiming(10_000, 9_000)
+            answers["decode"] = open_picture(data, "big.png", PILLOW_PIXEL_LIMIT).size
+        except DigitsError as exc:
+            answers["decode"] = exc
+
+    with warnings.catch_warnings():
+        # As when the server starts: no picture decoded yet, so no filter for Pillow's warning.
+        bomb = Image.DecompressionBombWarning
+        warnings.filters[:] = [entry for entry in warnings.filters if entry[2] is not bomb]
+        warnings.filterwarnings("error", category=RuntimeWarning, append=True)  # like -W error
+        # The legacy exporter's notice names its caller, here sequenced_export.
+        warnings.filterwarnings("ignore", "You are using the legacy", DeprecationWarning)
+        exporter = threading.Thread(target=export)
+        exporter.start()
+        assert exporting.wait(60)
+        decoder = threading.Thread(target=decode)
+        decoder.start()
+        exporter.join(120)
+        decoder.join(60)
+    assert answers == {"export": True, "decode": (10_000, 9_000)}
 
 
 def test_a_file_that_is_not_an_onnx_model_is_one_error_naming_it(tmp_path: Path) -> None:
