@@ -12,16 +12,15 @@ from typer.testing import CliRunner, Result
 
 from digits_cli.cli import app
 from digits_cli.data import manifest_digest
-from digits_cli.evaluation import (
+from digits_cli.evaluation import predict_probabilities, shift_images
+from digits_cli.model import Classifier, load_checkpoint, save_checkpoint
+from digits_cli.scores import (
     classification_metrics,
     confusion_matrix,
     expected_calibration_error,
     per_class_scores,
-    predict_probabilities,
-    shift_images,
     worst_errors,
 )
-from digits_cli.model import Classifier, load_checkpoint, save_checkpoint
 
 SUMMARY = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "ece")
 
@@ -49,6 +48,20 @@ def test_a_class_never_predicted_scores_zero_precision_not_nan() -> None:
     scores = per_class_scores(confusion_matrix(np.array([0, 1]), np.array([0, 0]), n_classes=2))
     assert scores["precision"][1] == 0.0
     assert scores["f1"][1] == 0.0
+
+
+def test_confusion_matrix_refuses_labels_outside_the_classes_instead_of_dropping_them() -> None:
+    # scikit-learn given labels=range(3) would leave the 3 out of the counts silently.
+    with pytest.raises(ValueError, match=r"y_pred holds labels outside 0..2"):
+        confusion_matrix(np.array([0, 1, 2]), np.array([0, 1, 3]), n_classes=3)
+
+
+def test_no_digits_score_zero_rather_than_fail() -> None:
+    empty = np.array([], dtype=np.int64)
+    np.testing.assert_array_equal(confusion_matrix(empty, empty, n_classes=2), np.zeros((2, 2)))
+    metrics = classification_metrics(empty, empty, n_classes=2)
+    assert metrics["accuracy"] == 0.0 and metrics["macro_f1"] == 0.0
+    assert metrics["per_class"]["1"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
 def test_metrics_agree_with_scikit_learn() -> None:
