@@ -30,8 +30,10 @@ def configure_tracking(cfg: TrackingSettings) -> str:
 
     A new experiment keeps its artifacts under ``tracking.artifact_location`` as an absolute
     ``file://`` URI, so runs stay readable whatever the working directory of later commands.
+    A deleted experiment of that name is a DigitsError saying how to restore it.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     # Progress bars for artifact downloads would be noise on a command's stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -40,10 +42,24 @@ def configure_tracking(cfg: TrackingSettings) -> str:
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
-        client.create_experiment(
-            cfg.experiment, artifact_location=Path(cfg.artifact_location).resolve().as_uri()
+        try:
+            client.create_experiment(
+                cfg.experiment, artifact_location=Path(cfg.artifact_location).resolve().as_uri()
+            )
+        except MlflowException as exc:
+            # Another first run created it since the lookup (two trainings started at once).
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:  # created, then deleted for good by someone else meanwhile
+            raise DigitsError(f"the MLflow experiment {cfg.experiment!r} vanished from {uri}")
+    if experiment.lifecycle_stage == "deleted":
+        raise DigitsError(
+            f"the MLflow experiment {cfg.experiment!r} is deleted in {uri}: restore it "
+            f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
+            f"{experiment.experiment_id}) or set tracking.experiment to another name"
         )
-    mlflow.set_experiment(cfg.experiment)
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
     return uri
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from digits_cli.config import EmissionsSettings, TrackingSettings
 from digits_cli.emissions import EmissionsResult, track_emissions
+from digits_cli.errors import DigitsError
 from digits_cli.tracking import configure_tracking, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +84,65 @@ def test_tracked_emissions_append_a_row_named_for_the_kind(tmp_path: Path) -> No
     with open(cfg.output_file) as handle:
         rows = list(csv.DictReader(handle))
     assert [row["project_name"] for row in rows] == ["train", "evaluate"]
+
+
+def test_two_first_runs_configuring_at_once_both_use_the_one_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both look the experiment up before either creates it: one creation fails as existing."""
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.MlflowClient(tracking_uri=uri).search_experiments()  # the store's tables, made once
+    cfg = TrackingSettings(uri=uri, experiment="first-runs", artifact_location=tmp_path / "runs")
+    both_looked = threading.Barrier(2, timeout=30)
+    looked = threading.local()
+    real_lookup = mlflow.MlflowClient.get_experiment_by_name
+
+    def lookup_then_wait(client: mlflow.MlflowClient, name: str) -> object:
+        found = real_lookup(client, name)
+        if not getattr(looked, "once", False):  # only each run's first look is held back
+            looked.once = True
+            both_looked.wait()
+        return found
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", lookup_then_wait)
+    outcomes: list[object] = []
+
+    def configure() -> None:
+        try:
+            outcomes.append(configure_tracking(cfg))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    runs = [threading.Thread(target=configure) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(60)
+    assert outcomes == [uri, uri]
+    experiments = mlflow.MlflowClient(tracking_uri=uri).search_experiments(
+        filter_string="name = 'first-runs'"
+    )
+    assert len(experiments) == 1
+
+
+def test_a_deleted_experiment_is_one_error_saying_how_to_restore_it_or_pick_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = TrackingSettings(uri=uri, experiment="binned", artifact_location=tmp_path / "runs")
+    configure_tracking(cfg)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("binned")
+    assert experiment is not None
+    client.delete_experiment(experiment.experiment_id)
+    with pytest.raises(DigitsError) as raised:
+        configure_tracking(cfg)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"the MLflow experiment 'binned' is deleted in {uri}")
+    assert f"mlflow experiments restore --experiment-id {experiment.experiment_id}" in message
+    assert "tracking.experiment" in message
