@@ -9,7 +9,6 @@ class DigitsError(Exception):
 # The base install reads and serves; the lifecycle and the registry client are extras.
 EXTRA_OF_MODULE = {
     "torch": "train",
-    "torchvision": "train",
     "onnx": "train",
     "dvc": "train",
     "codecarbon": "train",
