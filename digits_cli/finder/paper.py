@@ -103,8 +103,9 @@ def estimate_background(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     where the sheet is when it lies on a darker desk (bool, None when it fills the picture).
 
     On a thumbnail of fixed size, a morphological closing (for ink darker than the paper) or
-    opening (lighter) with a window an eighth of the picture wipes out strokes, yet keeps the
-    paper inside loops and the slow changes of lighting. Each channel takes its ink's polarity
+    opening (lighter) with a window about 28% of the picture's longer side (BACKGROUND_WINDOW of
+    the thumbnail's BACKGROUND_SIDE pixels) wipes out strokes, yet keeps the paper inside loops
+    and the slow changes of lighting. Each channel takes its ink's polarity
     (see :func:`ink_polarity`), so chalk on a board and blue ink on yellow paper (darker in red
     and green, lighter in blue) both work; a channel with ink of both polarities takes a median,
     which ignores sparse ink of either. A sheet on a desk (see :func:`find_sheet`) is judged by

@@ -70,7 +70,9 @@ class Candidate:
     """Something that looks like one digit: where it is and its MNIST-style 28x28 crop.
 
     A region wide enough to be digits touching has a ``splitter``; :meth:`split` makes its
-    ``parts`` with it (only when needed: reading it whole proved unsure).
+    ``parts`` with it, and their parts at once, down to the depth limit: a region found is split
+    once reading it whole proved unsure (or it is too wide; reading.read_candidates), its parts
+    before any of them is read.
     """
 
     box: Box  # x, y, width, height in the original picture's pixels
@@ -79,7 +81,7 @@ class Candidate:
     looks: Looks = field(default_factory=lambda: Looks(1.0, 0.0, False))
     # A wide region may be digits touching: its left and right parts, read instead if surer.
     parts: list[Candidate] = field(default_factory=list)
-    # For a wide region, makes those parts: only once its whole reading proves unsure.
+    # For a wide region, makes those parts, each already split in turn (see split).
     splitter: Callable[[], list[Candidate]] | None = field(default=None, repr=False, compare=False)
     # The printed form field it is written in (digits of one field are one number), or -1.
     field: int = -1
