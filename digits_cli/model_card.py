@@ -53,8 +53,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _training_settings(meta: dict[str, Any]) -> dict[str, Any]:
-    """Train settings a checkpoint recorded: ``meta["train"]`` or ``meta["settings"]["train"]``."""
-    recorded = meta.get("train") or (meta.get("settings") or {}).get("train")
+    """Train settings a checkpoint recorded (``meta["train"]``, as training saves them)."""
+    recorded = meta.get("train")
     return recorded if isinstance(recorded, dict) else {}
 
 

@@ -83,7 +83,7 @@ def small_checkpoint(
         loss.backward()
         optimiser.step()
     path = tmp_path_factory.mktemp("small-model") / "model.pt"
-    save_checkpoint(path, model.eval(), {"settings": {"train": {"arch": "lenet", "epochs": 1}}})
+    save_checkpoint(path, model.eval(), {"train": {"arch": "lenet", "epochs": 1}})  # as training
     return path
 
 
