@@ -197,23 +197,17 @@ def validate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check the prepared data; exit non-zero naming each failed check."""
-    from digits_cli.data import load_data, load_manifest
-    from digits_cli.io import write_json
     from digits_cli.reporting import print_checks
-    from digits_cli.validation import validate_data, validation_report
+    from digits_cli.validation import validate
 
     cfg = settings(ctx, data={"processed_dir": processed_dir}, validate={"report": report})
-    checks = validate_data(
-        load_data(cfg.data.processed_dir), load_manifest(cfg.data.processed_dir), cfg.validate
-    )
-    result = validation_report(checks)
-    write_json(cfg.validate.report, result)
+    result = validate(cfg)
     if as_json:
-        emit_json(result)
+        emit_json(result.report)
     else:
-        print_checks(checks)
-    if not result["passed"]:
-        failed = ", ".join(c.name for c in checks if not c.passed)
+        print_checks(result.checks)
+    if result.failed:
+        failed = ", ".join(result.failed)
         raise DigitsError(f"validation failed: {failed} (see {cfg.validate.report})")
 
 
@@ -330,7 +324,6 @@ def register_command(
     as_json: JsonOption = False,
 ) -> None:
     """Register the evaluated model; alias it candidate, and champion if it beats the gate."""
-    from digits_cli.io import write_json
     from digits_cli.registry import register_model
 
     cfg = settings(
@@ -339,7 +332,6 @@ def register_command(
         registry={"model_name": name, "min_accuracy": min_accuracy},
     )
     result = register_model(cfg, cfg.evaluate.model_path, force=force)
-    write_json(cfg.registry.report, result.to_dict())
     if as_json:
         emit_json(result.to_dict())
         return

@@ -8,6 +8,7 @@ from typing import Any
 
 from digits_cli.config import Settings
 from digits_cli.errors import DigitsError
+from digits_cli.io import write_json
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -65,7 +66,8 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
 
     It also becomes `champion` with test accuracy >= ``registry.min_accuracy`` and not below the
     current champion's.
-    Registering the same run again reuses its version.
+    Registering the same run again reuses its version. The registration is written to
+    ``registry.report`` (atomically).
     """
     import mlflow
 
@@ -108,7 +110,7 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     written = write_champion(client, settings)
-    return Registration(
+    registration = Registration(
         name=name,
         version=version,
         run_id=run_id,
@@ -118,6 +120,8 @@ def register_model(settings: Settings, model_path: Path, force: bool = False) ->
         reason=reason,
         champion_file=written,
     )
+    write_json(settings.registry.report, registration.to_dict())
+    return registration
 
 
 def write_champion(client: Any, settings: Settings) -> str | None:

@@ -1,4 +1,5 @@
-"""Checks on the processed data: shape, labels, pixels, counts, balance, duplicates and drift."""
+"""`digits validate`: checks on the processed data (shape, labels, pixels, counts, balance,
+duplicates, drift) and their report, ``validate.report``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from digits_cli.config import ValidateSettings
-from digits_cli.data import Split, class_counts, split_digest
+from digits_cli.config import Settings, ValidateSettings
+from digits_cli.data import Split, class_counts, load_data, load_manifest, split_digest
+from digits_cli.io import write_json
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,25 @@ def validate_data(splits: dict[str, Split], manifest: dict, cfg: ValidateSetting
 def validation_report(checks: list[Check]) -> dict:
     """The JSON report: overall verdict and every check."""
     return {"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What `digits validate` found: every check, and the report it wrote."""
+
+    checks: list[Check]
+    report: dict
+
+    @property
+    def failed(self) -> list[str]:
+        """The names of the checks that failed."""
+        return [check.name for check in self.checks if not check.passed]
+
+
+def validate(settings: Settings) -> Validation:
+    """Check the prepared splits and write the report to ``validate.report`` (atomically)."""
+    folder = settings.data.processed_dir
+    checks = validate_data(load_data(folder), load_manifest(folder), settings.validate)
+    report = validation_report(checks)
+    write_json(settings.validate.report, report)
+    return Validation(checks=checks, report=report)

@@ -95,11 +95,23 @@ def _project_imports(module: str) -> set[str]:
     return {f"{name.replace('.', '/')}.py" for name in names if str(name).startswith("digits_cli.")}
 
 
-def test_the_evaluate_stage_depends_on_every_module_its_command_is_built_from() -> None:
-    # The command's flow and the modules it was split into; errors and reporting change what is
-    # printed, never the stage's outputs.
-    parts = ("evaluation", "scores", "plots", "model_card")
+# The modules each stage's step is built from (evaluate: the command's flow and the modules it
+# was split into) and any file they read beside code.
+STEP_MODULES = {
+    "validate": (("validation",), ()),
+    "evaluate": (
+        ("evaluation", "scores", "plots", "model_card"),
+        ("digits_cli/templates/model_card.md",),
+    ),
+    "register": (("registry",), ()),
+}
+
+
+@pytest.mark.parametrize("stage", STEP_MODULES)
+def test_a_stage_depends_on_every_module_its_step_is_built_from(stage: str) -> None:
+    parts, files = STEP_MODULES[stage]
     used = set().union(*(_project_imports(f"digits_cli/{part}.py") for part in parts))
-    used |= {f"digits_cli/{part}.py" for part in parts} | {"digits_cli/templates/model_card.md"}
+    used |= {f"digits_cli/{part}.py" for part in parts} | set(files)
+    # errors and reporting change what is printed, never a stage's outputs.
     used -= {"digits_cli/errors.py", "digits_cli/reporting.py"}
-    assert used <= set(PIPELINE["evaluate"]["deps"])
+    assert used <= set(PIPELINE[stage]["deps"])

@@ -220,3 +220,23 @@ def test_an_interrupted_training_stays_killed_through_evaluate_and_is_not_regist
         f"digits: error: run {meta['mlflow_run_id']} ended KILLED (an interrupted training?): "
         "its model is not registered; train again, or --force"
     ]
+
+
+def test_register_model_writes_its_own_report(good_model: Path, tracking_uri: str) -> None:
+    from digits_cli.config import load_settings
+    from digits_cli.registry import register_model
+
+    settings = load_settings(
+        good_model,
+        {"tracking": {"uri": tracking_uri}, "registry": {"model_name": "reported"}},
+    )
+    settings.registry.report.unlink(missing_ok=True)
+    registration = register_model(settings, settings.evaluate.model_path)
+    assert json.loads(settings.registry.report.read_text()) == registration.to_dict()
+    assert registration.name == "reported"
+
+
+def test_the_cli_prints_the_report_it_wrote(good_model: Path, run_cli: RunCli) -> None:
+    printed = register(run_cli, good_model, "printed")
+    report = Path(yaml.safe_load(good_model.read_text())["registry"]["report"])
+    assert json.loads(report.read_text()) == printed

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from digits_cli.cli import app
-from digits_cli.config import ValidateSettings
+from digits_cli.config import DataSettings, Settings, ValidateSettings
 from digits_cli.data import Split, load_data, load_manifest, write_splits
-from digits_cli.validation import Check, validate_data
+from digits_cli.validation import Check, validate, validate_data, validation_report
 
 # The 3,000/600/1,000 sample is drawn at random, so its classes are less even than full MNIST's.
 SAMPLE_BOUNDS = {"min_class_fraction": 0.05, "max_class_fraction": 0.15}
@@ -234,3 +234,21 @@ def test_cli_on_a_missing_split_file_gives_one_error_line(
     assert result.stderr == (
         f"digits: error: {folder / 'val.npz'}: not found; run `digits prepare` first\n"
     )
+
+
+def test_validate_writes_its_own_report_and_names_the_failed_checks(
+    tmp_path: Path, mnist_small: Splits
+) -> None:
+    def blank(splits: Splits) -> None:
+        splits["test"].images[3] = 0
+
+    folder = write_variant(tmp_path / "processed", mnist_small, blank)
+    report = tmp_path / "reports" / "validation.json"
+    settings = Settings(
+        data=DataSettings(processed_dir=folder),
+        validate=ValidateSettings(**SAMPLE_BOUNDS, report=report),
+    )
+    result = validate(settings)
+    assert result.failed == ["no_constant_images"]
+    assert json.loads(report.read_text()) == result.report == validation_report(result.checks)
+    assert [p.name for p in report.parent.iterdir()] == ["validation.json"]  # no temporary left
