@@ -16,6 +16,7 @@ from digits_cli.inference import load_model
 
 PICTURE = REAL_IMAGES / "seed-api-test.png"
 DIGIT_KEYS = {"label", "confidence", "box", "probabilities"}
+EVERY = ("--min-confidence", "0")  # every digit found answered, however unsure the model is
 
 
 @pytest.fixture(scope="session")
@@ -30,17 +31,36 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def found_boxes(digits: list[dict], truth: list[dict]) -> list[list[int]]:
+    """The true digits' boxes a found digit is centred in (ground-truth.json's rule: the box
+    grown by 20% each side), one found digit to each, in the truth's order."""
+    matched, left = [], list(digits)
+    for true in truth:
+        x, y, w, h = true["box"]
+        for digit in left:
+            fx, fy, fw, fh = digit["box"]
+            cx, cy = fx + fw / 2, fy + fh / 2
+            if x - 0.2 * w <= cx <= x + 1.2 * w and y - 0.2 * h <= cy <= y + 1.2 * h:
+                matched.append(true["box"])
+                left.remove(digit)
+                break
+    return matched
+
+
 def test_predict_json_is_one_object_per_picture_in_the_documented_shape(
     good_model: Path, run_cli: RunCli, champion: str
 ) -> None:
-    result = run_cli(good_model, "predict", str(PICTURE), "--model", champion, "--json")
+    result = run_cli(good_model, "predict", str(PICTURE), "--model", champion, *EVERY, "--json")
     assert result.exit_code == 0, result.stderr
     [reading] = json_lines(result.stdout)
     assert set(reading) == {"image", "model", "width", "height", "text", "digits"}
     assert reading["image"] == str(PICTURE)
     assert reading["model"]["name"] == "predict-test" and reading["model"]["uri"] == champion
     assert (reading["width"], reading["height"]) == Image.open(PICTURE).size
-    assert reading["digits"], "the picture holds seven digits"
+    truth = json.loads((REAL_IMAGES / "ground-truth.json").read_text())["images"][PICTURE.name]
+    assert len(truth) == 7
+    assert len(reading["digits"]) == 7, "the picture holds seven digits"
+    assert found_boxes(reading["digits"], truth) == [digit["box"] for digit in truth]
     for digit in reading["digits"]:
         assert set(digit) == DIGIT_KEYS
         x, y, w, h = digit["box"]
@@ -66,9 +86,13 @@ def test_predict_loads_the_model_by_alias_version_or_run(
         "version": f"models:/predict-test/{version.version}",
         "run": f"runs:/{version.run_id}/model",
     }[form]
-    result = run_cli(good_model, "predict", str(PICTURE), "--model", uri, "--json")
+    result = run_cli(good_model, "predict", str(PICTURE), "--model", uri, *EVERY, "--json")
     assert result.exit_code == 0, result.stderr
-    assert json_lines(result.stdout)[0]["digits"]
+    [reading] = json_lines(result.stdout)
+    by_alias = run_cli(good_model, "predict", str(PICTURE), "--model", champion, *EVERY, "--json")
+    [expected] = json_lines(by_alias.stdout)
+    assert len(reading["digits"]) == 7
+    assert (reading["text"], reading["digits"]) == (expected["text"], expected["digits"])
 
 
 def test_predict_with_nothing_registered_says_what_to_run(
