@@ -674,9 +674,53 @@ def test_metrics_count_the_requests_of_every_worker(
     assert counts == {"200": 12}
 
 
+ALLOCATOR_PROBE = """
+import ctypes, ctypes.util, json, sys
+if sys.argv[1] == "serving":
+    from digits_cli.serving import configure_process
+    configure_process()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+SIZE = 8 << 20  # a picture's arrays: a few MB
+before = libc.mallinfo2()
+block = libc.malloc(SIZE)
+held = libc.mallinfo2()
+libc.free(block)
+freed = libc.mallinfo2()
+block = libc.malloc(SIZE)  # the next picture's
+again = libc.mallinfo2()
+print(json.dumps({
+    "mapped": held.hblkhd - before.hblkhd >= SIZE,
+    "kept": freed.fordblks - held.fordblks >= SIZE,
+    "reused": again.arena == freed.arena and again.hblkhd == freed.hblkhd,
+}))
+"""
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="sets glibc's allocator thresholds")
 def test_serving_sets_the_allocator_to_keep_freed_memory_for_the_next_picture() -> None:
+    """In a process configured for serving (configure_process), a picture-sized block freed stays
+    in the heap and the next picture's comes from it; by default glibc maps and unmaps it."""
+
+    def probe(kind: str) -> dict[str, bool]:
+        result = subprocess.run(
+            [sys.executable, "-c", ALLOCATOR_PROBE, kind],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(result.stdout))
+
     assert keep_freed_memory()
+    assert probe("serving") == {"mapped": False, "kept": True, "reused": True}
+    assert probe("default") == {"mapped": True, "kept": False, "reused": False}
 
 
 def test_digits_serve_with_a_missing_model_ends_with_one_error_line(tmp_path: Path) -> None:
