@@ -138,9 +138,17 @@ def test_unusable_arrays_give_no_candidates(image: np.ndarray) -> None:
 def test_noisy_arrays_of_every_kind_keep_boxes_inside() -> None:
     rng = np.random.default_rng(1)
     for dtype, top in ((np.uint8, 255), (np.uint16, 65535), (np.float32, 1.0)):
-        noise = (rng.random((120, 90, 3)) * top).astype(dtype)
-        for candidate in find_digits(noise, CFG):
-            assert inside(candidate.box, noise.shape)
+        page = (200 + rng.random((120, 90, 3)) * 55).astype(np.uint8)  # light, noisy paper
+        cv2.line(page, (20, 20), (20, 60), (20, 20, 20), 3)  # a 1
+        cv2.circle(page, (55, 40), 12, (20, 20, 20), 3)  # a 0
+        cv2.line(page, (80, 90), (95, 119), (20, 20, 20), 3)  # a stroke running to the border
+        cv2.circle(page, (10, 115), 10, (20, 20, 20), 3)  # a 0 cut by the corner
+        image = (page.astype(np.float64) / 255 * top).astype(dtype)
+        candidates = find_digits(image, CFG)
+        assert len(candidates) >= 2, dtype
+        assert any(c.box[0] == 0 or c.box[1] + c.box[3] == image.shape[0] for c in candidates)
+        for candidate in candidates:
+            assert inside(candidate.box, image.shape)
 
 
 # --- finding --------------------------------------------------------------------------------------
