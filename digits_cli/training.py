@@ -1,9 +1,11 @@
-"""`digits train`: fit a Classifier on the prepared splits, track it in MLflow, keep the best model.
+"""`digits train`: fit a Classifier on the prepared splits, track it in MLflow, keep its model.
 
 The splits live in memory as uint8 tensors; each batch is converted and augmented on the fly with
-one batched random affine warp (rotation, scale, shift), so there is no per-sample pipeline.
-SGD with Nesterov momentum follows a one-cycle schedule (warm-up, cosine decay); an exponential
-moving average of the weights (and of the batch-norm statistics) is what gets validated and saved.
+one batched random warp (:mod:`digits_cli.augment`), so there is no per-sample pipeline. SGD with
+Nesterov momentum follows a one-cycle schedule (warm-up, cosine decay); an exponential moving
+average of the weights (and of the batch-norm statistics) is what gets validated and saved. The
+loop itself is :func:`digits_cli.fitting.fit`. By default (``train.refit``) the validation digits
+are trained on too and the final weights are kept; otherwise the best validated epoch is.
 
 Under ``torchrun`` every process trains on its own shard with DistributedDataParallel; only rank 0
 talks to MLflow, measures emissions, writes files and prints.
@@ -11,23 +13,19 @@ talks to MLflow, measures emissions, writes files and prints.
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from digits_cli.config import Settings, TrainSettings
 from digits_cli.errors import DigitsError
+from digits_cli.fitting import Outcome, Tensors, Workers, fit
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
     from digits_cli.model import Classifier
 
@@ -59,24 +57,6 @@ def train_overrides(preset: str | None, options: dict[str, Any]) -> dict[str, An
 
 
 # --- Processes and devices --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Workers:
-    """This process's place among the training processes (one process unless run by torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def workers_from_env() -> Workers:
@@ -129,17 +109,6 @@ def set_threads(threads: int, workers: Workers) -> int:
 # --- Data and augmentation --------------------------------------------------------------------
 
 
-@dataclass
-class Tensors:
-    """One split in memory: uint8 images (N, 28, 28) and int64 labels (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 def load_tensors(processed_dir: Path, cfg: TrainSettings) -> tuple[Tensors, Tensors]:
     """The digits to train on and the validation split.
 
@@ -173,405 +142,6 @@ def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
 
     pixels = images.to(torch.float64) / 255.0
     return float(pixels.mean()), float(pixels.std())
-
-
-def random_affine(
-    batch: torch.Tensor, cfg: TrainSettings, generator: torch.Generator
-) -> torch.Tensor:
-    """Warp each image by its own random rotation, scale and shift (one batched grid sample);
-    with ``cfg.elastic`` the first ``elastic_fraction`` of the batch is also elastically
-    distorted (Simard et al. 2003) in the same sample."""
-    import torch
-    import torch.nn.functional as F
-
-    n = batch.shape[0]
-    u = (torch.rand(n, 4, generator=generator) * 2 - 1).to(batch.device)
-    angle = u[:, 0] * math.radians(cfg.rotation)
-    zoom = 1 + u[:, 1] * cfg.scale
-    # affine_grid maps output to input coordinates in [-1, 1]: a shift of f image widths is 2f.
-    shift_x, shift_y = u[:, 2] * 2 * cfg.shift, u[:, 3] * 2 * cfg.shift
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    distorted = round(n * cfg.elastic_fraction) if cfg.elastic > 0 else 0
-    if distorted:
-        field = elastic_field(
-            distorted, batch.shape[-2:], cfg.elastic, cfg.elastic_sigma, generator
-        )
-        grid = torch.cat([grid[:distorted] + field.to(batch.device), grid[distorted:]])
-    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def elastic_field(
-    n: int, size: Any, alpha: float, sigma: float, generator: torch.Generator
-) -> torch.Tensor:
-    """``n`` smooth random displacement fields (n, H, W, 2) in grid_sample's [-1, 1] units:
-    uniform noise blurred by a Gaussian of ``sigma`` pixels, scaled to ``alpha`` pixels."""
-    import torch
-    import torch.nn.functional as F
-
-    height, width = int(size[0]), int(size[1])
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
-    taps /= taps.sum()
-    noise = torch.rand(n * 2, 1, height, width, generator=generator) * 2 - 1
-    blurred = F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, radius))
-    blurred = F.conv2d(blurred, taps.view(1, 1, -1, 1), padding=(radius, 0))
-    pixels = blurred.view(n, 2, height, width).permute(0, 2, 3, 1) * alpha
-    # One pixel is 2/W of grid_sample's x range and 2/H of its y range.
-    return pixels * torch.tensor([2 / width, 2 / height])
-
-
-# --- Model averaging and evaluation ------------------------------------------------------------
-
-
-class WeightEMA:
-    """Exponential moving average of the weights and batch-norm statistics of a model.
-
-    The decay ramps up from ~0.1 so the average is not anchored to the random initialisation
-    in short runs; integer buffers (batch counters) are copied.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-
-    def update(self, model: nn.Module) -> None:
-        import torch
-
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        with torch.no_grad():
-            pairs = zip(
-                [*self.model.parameters(), *self.model.buffers()],
-                [*model.parameters(), *model.buffers()],
-                strict=True,
-            )
-            for average, current in pairs:
-                if average.dtype.is_floating_point:
-                    average.lerp_(current, 1 - decay)
-                else:
-                    average.copy_(current)
-
-
-def evaluate_split(
-    model: nn.Module, split: Tensors, memory_format: torch.memory_format, batch_size: int = 1000
-) -> tuple[float, int, int]:
-    """Summed cross-entropy, correct predictions and count of ``model`` on ``split`` (eval mode)."""
-    import torch
-    import torch.nn.functional as F
-
-    from digits_cli.model import model_input
-
-    was_training = model.training
-    model.eval()
-    loss, correct = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(split), batch_size):
-            x = model_input(split.images[start : start + batch_size])
-            y = split.labels[start : start + batch_size]
-            logits = model(x.contiguous(memory_format=memory_format))
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-    model.train(was_training)
-    return loss, correct, len(split)
-
-
-# --- Progress display ---------------------------------------------------------------------------
-
-
-class Progress:
-    """A rich progress bar on a terminal, one plain line per epoch otherwise, nothing off rank 0."""
-
-    def __init__(self, enabled: bool, epochs: int, steps_per_epoch: int, stream: TextIO) -> None:
-        self.enabled, self.epochs, self.stream = enabled, epochs, stream
-        self.bar: Any = None
-        if enabled and stream.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as RichProgress
-
-            self.bar = RichProgress(
-                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TextColumn("val {task.fields[val]}"),
-                TextColumn("{task.fields[ips]:,.0f} img/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(file=stream),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(
-                "train",
-                total=epochs * steps_per_epoch,
-                epoch=1,
-                epochs=epochs,
-                loss=float("nan"),
-                val="-",
-                ips=0.0,
-            )
-
-    def step(self, epoch: int, loss: float, images_per_second: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, epoch=epoch, loss=loss, ips=images_per_second)
-
-    def epoch_end(self, metrics: dict[str, float], epoch: int, elapsed: float) -> None:
-        if not self.enabled:
-            return
-        validated = "val_accuracy" in metrics
-        val = (
-            f"val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4%}  "
-            if validated
-            else ""
-        )
-        line = (
-            f"epoch {epoch}/{self.epochs}  train_loss {metrics['train_loss']:.4f}  {val}"
-            f"lr {metrics['lr']:.4g}  {metrics['images_per_second']:,.0f} img/s  {elapsed:.1f}s"
-        )
-        if self.bar is None:
-            print(line, file=self.stream, flush=True)
-        else:  # above the bar, so the history stays on screen
-            self.bar.console.print(line, highlight=False)
-            if validated:
-                self.bar.update(self.task, val=f"{metrics['val_accuracy']:.2%}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-# --- The training loop ---------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What a training loop did."""
-
-    epochs: int = 0
-    best_epoch: int = 0
-    best_val_accuracy: float | None = None
-    best_val_loss: float | None = None
-    seconds: float = 0.0
-    step_seconds: float = 0.0
-    images_seen: int = 0
-    interrupted: bool = False
-    stopped_early: bool = False
-    timed_out: bool = False
-    stale_epochs: int = 0  # epochs since the val accuracy last rose
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images_seen / self.step_seconds if self.step_seconds else 0.0
-
-    def record(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Add an epoch's metrics; True when its model is the one to keep: the best validation
-        yet (ties go to the lower val loss), or, with no validation (a refit), every epoch."""
-        self.epochs = epoch
-        self.history.append(metrics)
-        if "val_accuracy" not in metrics:
-            self.best_epoch = epoch
-            return True
-        accuracy, loss = metrics["val_accuracy"], metrics["val_loss"]
-        best_accuracy = -1.0 if self.best_val_accuracy is None else self.best_val_accuracy
-        best_loss = math.inf if self.best_val_loss is None else self.best_val_loss
-        best = accuracy > best_accuracy or (accuracy == best_accuracy and loss < best_loss)
-        self.stale_epochs = 0 if accuracy > best_accuracy else self.stale_epochs + 1
-        if best:
-            self.best_epoch, self.best_val_accuracy, self.best_val_loss = epoch, accuracy, loss
-        return best
-
-
-def all_sum(values: list[float], workers: Workers, device: torch.device) -> list[float]:
-    """Sum ``values`` over the training processes (identity for one process)."""
-    import torch
-    import torch.distributed as dist
-
-    if not workers.distributed:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def batch_plan(n_train: int, batch_size: int, workers: Workers) -> tuple[int, int]:
-    """(images per process per step, steps per epoch); the incomplete last batch is dropped.
-
-    Every process draws the same permutation and takes its own slice of each global batch.
-    """
-    per_process = max(1, min(batch_size, n_train) // workers.world_size)
-    return per_process, max(1, n_train // (per_process * workers.world_size))
-
-
-def one_cycle(
-    total_steps: int, warmup: float = 0.25, start: float = 0.05, end: float = 0.001
-) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warm-up from ``start``, cosine decay to ``end``.
-
-    torch's OneCycleLR fails on very short runs; this one holds for any number of steps.
-    """
-    warmup_steps = max(1, round(total_steps * warmup))
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return start + (1 - start) * step / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def epoch_metrics(
-    validation: tuple[float, int, int] | None,
-    train_loss: float,
-    workers: Workers,
-    device: torch.device,
-) -> dict[str, float]:
-    """The epoch's mean train loss over processes, and its validation when there is one."""
-    if validation is None:
-        (total,) = all_sum([train_loss], workers, device)
-        return {"train_loss": total / workers.world_size}
-    val_loss, correct, count, total = all_sum([*validation, train_loss], workers, device)
-    return {
-        "train_loss": total / workers.world_size,
-        "val_loss": val_loss / count,
-        "val_accuracy": correct / count,
-    }
-
-
-def out_of_time(start: float, limit: float, workers: Workers, device: torch.device) -> bool:
-    """Whether ``limit`` seconds have passed, as any process sees it (so all stop together)."""
-    late = float(time.perf_counter() - start > limit)
-    return all_sum([late], workers, device)[0] > 0
-
-
-def fit(
-    model: Classifier,
-    train: Tensors,
-    val: Tensors,
-    cfg: TrainSettings,
-    workers: Workers,
-    device: torch.device,
-    on_best: Any,
-    on_epoch: Any,
-    stream: TextIO = sys.stdout,
-) -> Outcome:
-    """Train ``model`` in place; call ``on_best(eval_model, outcome)`` on every new best validation
-    (with ``refit``, which validates nothing, after every epoch: the final weights are kept).
-
-    Ctrl-C ends the loop after the current step and returns what was done.
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch.nn.parallel import DistributedDataParallel
-
-    from digits_cli.model import model_input
-
-    memory_format = torch.channels_last
-    model.to(device).to(memory_format=memory_format)
-    network: nn.Module = model
-    if workers.distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        network = DistributedDataParallel(model, device_ids=ids)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema else None
-    eval_model = ema.model if ema is not None else model
-
-    per_process_batch, steps_per_epoch = batch_plan(len(train), cfg.batch_size, workers)
-    global_batch = per_process_batch * workers.world_size
-
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=cfg.weight_decay,
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(cfg.epochs * steps_per_epoch))
-    order_rng = torch.Generator().manual_seed(cfg.seed)
-    augment_rng = torch.Generator().manual_seed(cfg.seed * 1000 + workers.rank + 1)
-    train_images, train_labels = train.images.to(device), train.labels.to(device)
-    shard = slice(workers.rank, None, workers.world_size)  # each process validates its share
-    val = Tensors(val.images[shard].to(device), val.labels[shard].to(device))
-
-    progress = Progress(workers.is_main, cfg.epochs, steps_per_epoch, stream)
-    outcome = Outcome()
-    start = time.perf_counter()
-    model.train()
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            order = torch.randperm(len(train), generator=order_rng).to(device)
-            loss_sum, loss_count = 0.0, 0
-            epoch_start = time.perf_counter()
-            epoch_images = 0
-            augment = cfg.augment and epoch <= cfg.epochs - cfg.clean_epochs
-            for step in range(steps_per_epoch):
-                first = step * global_batch + workers.rank * per_process_batch
-                idx = order[first : first + per_process_batch]
-                x = model_input(train_images[idx])
-                if augment:
-                    x = random_affine(x, cfg, augment_rng)
-                x = x.contiguous(memory_format=memory_format)
-                loss = F.cross_entropy(
-                    network(x), train_labels[idx], label_smoothing=cfg.label_smoothing
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                if ema is not None:
-                    ema.update(model)
-                loss_value = float(loss.detach())
-                loss_sum += loss_value
-                loss_count += 1
-                epoch_images += global_batch
-                elapsed = time.perf_counter() - epoch_start
-                progress.step(epoch, loss_value, epoch_images / elapsed if elapsed else 0.0)
-                if cfg.time_limit is not None and out_of_time(
-                    start, cfg.time_limit, workers, device
-                ):
-                    outcome.timed_out = True
-                    break
-            step_seconds = time.perf_counter() - epoch_start
-            outcome.step_seconds += step_seconds
-            outcome.images_seen += epoch_images
-
-            metrics = epoch_metrics(
-                None if cfg.refit else evaluate_split(eval_model, val, memory_format),
-                loss_sum / loss_count,
-                workers,
-                device,
-            )
-            metrics["lr"] = optimizer.param_groups[0]["lr"]
-            metrics["images_per_second"] = epoch_images / step_seconds
-            if outcome.record(epoch, metrics) and workers.is_main:
-                on_best(eval_model, outcome)
-            outcome.seconds = time.perf_counter() - start
-            progress.epoch_end(metrics, epoch, outcome.seconds)
-            if workers.is_main:
-                on_epoch(metrics, epoch)
-            if outcome.timed_out:
-                break
-            if not cfg.refit and outcome.stale_epochs >= cfg.patience:
-                outcome.stopped_early = True
-                break
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-    finally:
-        progress.close()
-        outcome.seconds = time.perf_counter() - start
-    return outcome
 
 
 # --- The command ---------------------------------------------------------------------------------
@@ -716,7 +286,7 @@ def track_training(
         run_id = run.info.run_id
         mlflow.log_params(settings.flat())
 
-        def on_best(best_model: Classifier, outcome: Outcome) -> None:
+        def on_keep(kept_model: Classifier, outcome: Outcome) -> None:
             meta = {
                 "mlflow_run_id": run_id,
                 "data_manifest_sha256": data_digest,
@@ -726,13 +296,13 @@ def track_training(
                 "trained_on": facts["trained_on"],
                 "train": cfg.model_dump(mode="json"),
             }
-            save_checkpoint(cfg.model_path, best_model, meta)
+            save_checkpoint(cfg.model_path, kept_model, meta)
 
         def on_epoch(metrics: dict[str, float], epoch: int) -> None:
             mlflow.log_metrics(metrics, step=epoch)
 
         with track_emissions(settings.emissions, "train") as emissions:
-            outcome = fit(model, train, val, cfg, workers, device, on_best, on_epoch, stream)
+            outcome = fit(model, train, val, cfg, workers, device, on_keep, on_epoch, stream)
 
         saved = outcome.best_epoch > 0
         report = {

@@ -19,24 +19,14 @@ import torch
 import yaml
 from typer.testing import CliRunner, Result
 
+from digits_cli.augment import elastic_field, random_affine
 from digits_cli.cli import app
 from digits_cli.config import TrainSettings
 from digits_cli.data import manifest_digest
 from digits_cli.errors import DigitsError
+from digits_cli.fitting import Outcome, WeightEMA, Workers, batch_plan, fit, one_cycle
 from digits_cli.model import Classifier, load_checkpoint
-from digits_cli.training import (
-    Outcome,
-    WeightEMA,
-    Workers,
-    batch_plan,
-    elastic_field,
-    fit,
-    load_tensors,
-    one_cycle,
-    pixel_stats,
-    random_affine,
-    train_overrides,
-)
+from digits_cli.training import load_tensors, pixel_stats, train_overrides
 
 REPORT_KEYS = {
     "seconds",
@@ -247,7 +237,7 @@ def short_fit(
         cfg,
         Workers(),
         torch.device("cpu"),
-        on_best=lambda _, outcome: saved.append(outcome.best_epoch),
+        on_keep=lambda _, outcome: saved.append(outcome.best_epoch),
         on_epoch=on_epoch,
     )
     return outcome, saved

@@ -1,0 +1,60 @@
+"""Training-time augmentation: one batched random warp per batch (affine, optionally elastic)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from digits_cli.config import TrainSettings
+
+if TYPE_CHECKING:
+    import torch
+
+
+def random_affine(
+    batch: torch.Tensor, cfg: TrainSettings, generator: torch.Generator
+) -> torch.Tensor:
+    """Warp each image by its own random rotation, scale and shift (one batched grid sample);
+    with ``cfg.elastic`` the first ``elastic_fraction`` of the batch is also elastically
+    distorted (Simard et al. 2003) in the same sample."""
+    import torch
+    import torch.nn.functional as F
+
+    n = batch.shape[0]
+    u = (torch.rand(n, 4, generator=generator) * 2 - 1).to(batch.device)
+    angle = u[:, 0] * math.radians(cfg.rotation)
+    zoom = 1 + u[:, 1] * cfg.scale
+    # affine_grid maps output to input coordinates in [-1, 1]: a shift of f image widths is 2f.
+    shift_x, shift_y = u[:, 2] * 2 * cfg.shift, u[:, 3] * 2 * cfg.shift
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    distorted = round(n * cfg.elastic_fraction) if cfg.elastic > 0 else 0
+    if distorted:
+        field = elastic_field(
+            distorted, batch.shape[-2:], cfg.elastic, cfg.elastic_sigma, generator
+        )
+        grid = torch.cat([grid[:distorted] + field.to(batch.device), grid[distorted:]])
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def elastic_field(
+    n: int, size: Any, alpha: float, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``n`` smooth random displacement fields (n, H, W, 2) in grid_sample's [-1, 1] units:
+    uniform noise blurred by a Gaussian of ``sigma`` pixels, scaled to ``alpha`` pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = int(size[0]), int(size[1])
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps /= taps.sum()
+    noise = torch.rand(n * 2, 1, height, width, generator=generator) * 2 - 1
+    blurred = F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, radius))
+    blurred = F.conv2d(blurred, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    pixels = blurred.view(n, 2, height, width).permute(0, 2, 3, 1) * alpha
+    # One pixel is 2/W of grid_sample's x range and 2/H of its y range.
+    return pixels * torch.tensor([2 / width, 2 / height])
