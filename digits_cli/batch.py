@@ -18,6 +18,8 @@ from digits_cli.inference import DigitReader, LoadedModel
 if TYPE_CHECKING:
     import multiprocessing.context
 
+    from digits_cli.finder import Reading
+
 # Files each worker takes at a time: enough to keep the pipe quiet, few enough that the last
 # files do not wait behind one busy worker.
 FILES_PER_TASK = 4
@@ -25,10 +27,10 @@ FILES_PER_TASK = 4
 
 @dataclass(frozen=True)
 class FileReading:
-    """One file's answer: the reading as JSON-ready data, or the one-line error."""
+    """One file's answer: the reading, or the one-line error."""
 
     path: Path
-    reading: dict | None
+    reading: Reading | None
     error: str | None = None
 
 
@@ -153,7 +155,7 @@ def read_one(reader: DigitReader, path: Path) -> FileReading:
         _, reading = reader.read_file(path)
     except DigitsError as exc:
         return FileReading(path, None, str(exc))
-    return FileReading(path, reading.to_dict())
+    return FileReading(path, reading)
 
 
 # The reader a worker process uses, set once when it starts (see read_files).

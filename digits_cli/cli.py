@@ -445,15 +445,19 @@ def predict_command(
     answers = read_files(files, loaded, cfg.segment, cfg.predict.jobs)
     if destination is not None:
         failures = write_readings(destination, answers, loaded)
-        summary = {
-            "output": str(destination),
-            "shard": str(chosen) if chosen is not None else None,
-            "pictures": len(files),
-            "failed": failures,
-            "model": loaded.describe(),
-        }
         if as_json:
-            emit_json(summary)
+            from digits_cli.schema import OutputSummary
+
+            summary = OutputSummary.model_validate(
+                dict(
+                    model=loaded.describe(),
+                    output=str(destination),
+                    shard=str(chosen) if chosen is not None else None,
+                    pictures=len(files),
+                    failed=failures,
+                )
+            )
+            emit_json(summary.model_dump(mode="json"))
         else:
             share = f"shard {chosen}: " if chosen is not None else ""
             pictures = "1 picture" if len(files) == 1 else f"{len(files)} pictures"
@@ -479,12 +483,22 @@ def print_readings(answers: Iterable[FileReading], model: LoadedModel, as_json: 
             error_line(str(answer.error))
             failures += 1
         elif as_json:
-            emit_json({"image": str(answer.path), "model": model.describe(), **answer.reading})
+            emit_json(reading_line(answer, model))
         else:
             from digits_cli.reporting import print_reading
 
             print_reading(str(answer.path), answer.reading)
     return failures
+
+
+def reading_line(answer: FileReading, model: LoadedModel) -> dict[str, Any]:
+    """The JSON line of a picture read (schema.ReadingLine), or of one that failed (FailedLine)."""
+    from digits_cli.schema import FailedLine, ReadingLine, answer_of
+
+    if answer.reading is None:
+        return FailedLine(image=str(answer.path), error=str(answer.error)).model_dump()
+    line = answer_of(ReadingLine, answer.reading, image=str(answer.path), model=model.describe())
+    return line.model_dump(mode="json")
 
 
 def write_readings(path: Path, answers: Iterable[FileReading], model: LoadedModel) -> int:
@@ -499,10 +513,7 @@ def write_readings(path: Path, answers: Iterable[FileReading], model: LoadedMode
             if answer.reading is None:
                 error_line(str(answer.error))
                 failures += 1
-                line: dict[str, Any] = {"image": str(answer.path), "error": answer.error}
-            else:
-                line = {"image": str(answer.path), "model": model.describe(), **answer.reading}
-            handle.write(json.dumps(line) + "\n")
+            handle.write(json.dumps(reading_line(answer, model)) + "\n")
     return failures
 
 

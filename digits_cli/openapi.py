@@ -1,19 +1,36 @@
-"""The OpenAPI description of `digits serve`."""
+"""The OpenAPI description of `digits serve`: the paths written here, every schema of an answer
+generated from the models of digits_cli.schema.
+
+Built on the first request for it, never at import: the reading path does not pay for it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+import json
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
+from digits_cli.schema import ANSWERS, Error, Health, Predictions, Probabilities, Ready
+
+SCHEMAS = "#/components/schemas/"
 
 
-# --- OpenAPI ---------------------------------------------------------------------------------
+def component_schemas() -> tuple[dict[str, Any], dict[type, dict[str, str]]]:
+    """The JSON schemas of every answer (as they are dumped) keyed by model name, and the
+    ``$ref`` of each model's."""
+    from pydantic.json_schema import models_json_schema
+
+    refs, schemas = models_json_schema(
+        [(model, "serialization") for model in ANSWERS], ref_template=SCHEMAS + "{model}"
+    )
+    return schemas["$defs"], {model: refs[(model, "serialization")] for model in ANSWERS}
 
 
 def openapi_document() -> dict[str, Any]:
-    """A hand-written OpenAPI 3.1 description of the endpoints."""
+    """The OpenAPI 3.1 description of the endpoints."""
+    schemas, ref = component_schemas()
     error = {"$ref": "#/components/responses/Error"}
+    unavailable = {"$ref": "#/components/responses/Unavailable"}
     upload = {
         "required": True,
         "content": {
@@ -29,73 +46,37 @@ def openapi_document() -> dict[str, Any]:
     }
     picture_errors = {
         "400": error,
+        "408": error,
         "413": error,
         "415": error,
-        "503": {"$ref": "#/components/responses/Unavailable"},
+        "503": unavailable,
         "504": error,
     }
 
-    def reading_operation(summary: str, schema: str) -> dict[str, Any]:
+    def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"application/json": {"schema": schema}}
+
+    def reading_operation(summary: str, answer: type) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "requestBody": upload,
                 "responses": {
-                    "200": {
-                        "description": "The reading.",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": f"#/components/schemas/{schema}"}
-                            }
-                        },
-                    },
+                    "200": {"description": "The reading.", "content": json_content(ref[answer])},
                     **picture_errors,
                 },
             }
         }
 
-    def simple_get(summary: str, content_type: str, codes: tuple[str, ...] = ("200",)) -> dict:
-        responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {content_type: {"schema": {}}}}
+    def simple_get(summary: str, content: dict[str, Any], **others: Any) -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "responses": {"200": {"description": "OK", "content": content}, **others},
+            }
         }
-        for code in codes[1:]:
-            responses[code] = {"$ref": "#/components/responses/Unavailable"}
-        return {"get": {"summary": summary, "responses": responses}}
 
-    digit = {
-        "type": "object",
-        "properties": {
-            "label": {"type": "integer", "minimum": 0, "maximum": 9},
-            "confidence": {"type": "number"},
-            "box": {
-                "type": "array",
-                "items": {"type": "integer"},
-                "minItems": 4,
-                "maxItems": 4,
-                "description": "x, y, width, height in pixels",
-            },
-            "probabilities": {
-                "type": "array",
-                "items": {"type": "number"},
-                "minItems": 10,
-                "maxItems": 10,
-            },
-        },
-    }
-    reading = {
-        "type": "object",
-        "required": ["model", "width", "height", "text", "digits"],
-        "properties": {
-            "model": {
-                "type": "object",
-                "properties": {k: {"type": "string"} for k in ("name", "version", "uri")},
-            },
-            "width": {"type": "integer"},
-            "height": {"type": "integer"},
-            "text": {"type": "string", "description": "the digits read, in reading order"},
-            "digits": {"type": "array", "items": {"$ref": "#/components/schemas/Digit"}},
-        },
-    }
+    html = {"text/html": {"schema": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -105,10 +86,10 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/predictions": reading_operation(
-                "Read every digit: label per box corner", "Predictions"
+                "Read every digit: label per box corner", Predictions
             ),
             "/probabilities": reading_operation(
-                "Read every digit: 10 probabilities per box corner", "Probabilities"
+                "Read every digit: 10 probabilities per box corner", Probabilities
             ),
             "/annotations": {
                 "post": {
@@ -126,67 +107,35 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/health": simple_get("Liveness", "application/json"),
+            "/health": simple_get("Liveness", json_content(ref[Health])),
             "/ready": simple_get(
-                "Readiness: 200 once the model is loaded", "application/json", ("200", "503")
+                "Readiness: 200 once the model is loaded",
+                json_content(ref[Ready]),
+                **{"503": unavailable},
             ),
-            "/metrics": simple_get("Prometheus metrics", "text/plain"),
-            "/": simple_get("The web page", "text/html"),
+            "/metrics": simple_get(
+                "Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}}
+            ),
+            "/": simple_get("The web page", html),
         },
         "components": {
-            "schemas": {
-                "Digit": digit,
-                "Predictions": {
-                    "allOf": [
-                        reading,
-                        {
-                            "properties": {
-                                "predictions": {
-                                    "type": "object",
-                                    "description": '"x,y" of a box -> its label',
-                                    "additionalProperties": {"type": "integer"},
-                                }
-                            }
-                        },
-                    ]
-                },
-                "Probabilities": {
-                    "allOf": [
-                        reading,
-                        {
-                            "properties": {
-                                "probabilities": {
-                                    "type": "object",
-                                    "description": '"x,y" of a box -> its 10 probabilities',
-                                    "additionalProperties": {
-                                        "type": "array",
-                                        "items": {"type": "number"},
-                                    },
-                                }
-                            }
-                        },
-                    ]
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}},
-                },
-            },
+            "schemas": schemas,
             "responses": {
                 "Error": {
                     "description": "The request cannot be served (see the message).",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
+                    "content": json_content(ref[Error]),
                 },
                 "Unavailable": {
                     "description": "Model not loaded yet, or the work queue is full: retry after "
                     "the Retry-After header's seconds.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
+                    "content": json_content(ref[Error]),
                 },
             },
         },
     }
+
+
+@functools.cache
+def openapi_json() -> bytes:
+    """The document as served at /openapi.json, built once."""
+    return json.dumps(openapi_document(), separators=(",", ":")).encode()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from digits_cli.finder import Reading
     from digits_cli.validation import Check
 
 console = Console()
@@ -43,17 +44,14 @@ def print_checks(checks: list[Check]) -> None:
     console.print(table)
 
 
-def print_reading(name: str, reading: dict[str, Any]) -> None:
-    """The digits read in one picture (``Reading.to_dict()``), in reading order."""
-    print_heading(f"{name} ({reading['width']}x{reading['height']}): {reading['text']!r}")
+def print_reading(name: str, reading: Reading) -> None:
+    """The digits read in one picture, in reading order."""
+    print_heading(f"{name} ({reading.width}x{reading.height}): {reading.text!r}")
     table = Table()
     for column in ("#", "label", "confidence", "box (x, y, w, h)"):
         table.add_column(column, justify="right")
-    for i, digit in enumerate(reading["digits"], 1):
+    for i, digit in enumerate(reading.digits, 1):
         table.add_row(
-            str(i),
-            str(digit["label"]),
-            f"{digit['confidence']:.3f}",
-            ", ".join(map(str, digit["box"])),
+            str(i), str(digit.label), f"{digit.confidence:.3f}", ", ".join(map(str, digit.box))
         )
     console.print(table)

@@ -56,7 +56,8 @@ from digits_cli.config import Settings
 from digits_cli.errors import DigitsError
 from digits_cli.images import ImageTooLarge
 from digits_cli.metrics import Metrics, MetricsMiddleware
-from digits_cli.openapi import openapi_document
+from digits_cli.openapi import openapi_json
+from digits_cli.schema import Error, Health, Predictions, Probabilities, Ready, answer_of
 from digits_cli.uploads import body_reservation, client_of, uploaded_picture
 
 if TYPE_CHECKING:
@@ -139,16 +140,22 @@ class ServiceState:
         return model, picture, reading
 
 
-def reading_payload(model: LoadedModel, reading: Reading, key: str) -> dict[str, Any]:
-    """The JSON answer: model, picture size, text, digits, and the ``"x,y"``-keyed ``key`` map.
+def reading_answer(model: LoadedModel, reading: Reading, key: str) -> Predictions | Probabilities:
+    """The answer: model, picture size, text, digits, and the ``"x,y"``-keyed ``key`` map.
 
     ``key`` is ``predictions`` (label per digit) or ``probabilities`` (10 floats per digit); x,y is
     the top-left corner of the digit's box, the reference project's contract.
     """
-    payload: dict[str, Any] = {"model": model.public(), **reading.to_dict()}
-    field = "label" if key == "predictions" else "probabilities"
-    payload[key] = {f"{d['box'][0]},{d['box'][1]}": d[field] for d in payload["digits"]}
-    return payload
+    if key == "predictions":
+        labels = {f"{d.box[0]},{d.box[1]}": d.label for d in reading.digits}
+        return answer_of(Predictions, reading, model=model.public(), predictions=labels)
+    tens = {f"{d.box[0]},{d.box[1]}": d.probabilities for d in reading.digits}
+    return answer_of(Probabilities, reading, model=model.public(), probabilities=tens)
+
+
+def reading_payload(model: LoadedModel, reading: Reading, key: str) -> dict[str, Any]:
+    """The answer (see reading_answer) as JSON-ready data."""
+    return reading_answer(model, reading, key).model_dump(mode="json")
 
 
 def annotated_picture(picture: np.ndarray, reading: Reading, fmt: str) -> bytes:
@@ -183,7 +190,7 @@ def preferred_picture_type(accept: str) -> str:
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse(Error(error=message).model_dump(), status_code=status, headers=headers)
 
 
 async def busy_response() -> Response:
@@ -313,11 +320,13 @@ def create_app(
             return error_response(400, str(exc))
 
     def reading_job(key: str) -> PictureJob:
-        """A job answering the reading as JSON with the ``key`` map (see reading_payload)."""
+        """A job answering the reading as JSON with the ``key`` map (see reading_answer)."""
 
         def job(data: bytes, name: str, deadline: float) -> Response:
             model, _, reading = state.read_picture(data, name, deadline)
-            return JSONResponse(reading_payload(model, reading, key))
+            # pydantic's JSON: a third of the time of json.dumps for 10 digits' 100 floats
+            answer = reading_answer(model, reading, key).model_dump_json()
+            return Response(answer, media_type="application/json")
 
         return job
 
@@ -343,14 +352,15 @@ def create_app(
 
     async def health(request: Request) -> Response:
         """Liveness: the process answers."""
-        return JSONResponse({"status": "ok"})
+        return JSONResponse(Health(status="ok").model_dump())
 
     async def ready(request: Request) -> Response:
         """Readiness: 200 once the model is loaded, 503 before and while shutting down."""
         if (refusal := unavailable()) is not None:
             return refusal
         assert state.model is not None
-        return JSONResponse({"status": "ready", "model": state.model.public()})
+        answer = Ready.model_validate({"status": "ready", "model": state.model.public()})
+        return JSONResponse(answer.model_dump())
 
     async def metrics(request: Request) -> Response:
         """Prometheus text exposition of the service's metrics."""
@@ -362,7 +372,7 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return Response(openapi_json(), media_type="application/json")
 
     async def index(request: Request) -> Response:
         return FileResponse(

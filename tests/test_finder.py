@@ -497,16 +497,3 @@ def test_touching_digits_are_split_only_when_read_whole_unsurely() -> None:
     reading = read_digits(picture, unsure_whole, CFG)
     assert batches[0] == 1 and len(batches) == 2  # the parts, in a second batch
     assert [d.label for d in reading.digits] == [0, 0]
-
-
-def test_reading_as_a_dict_has_exactly_the_documented_keys() -> None:
-    probabilities = [0.0] * 9 + [1.0]
-    reading = Reading(64, 48, "9", [Digit(9, 1.0, (1, 2, 3, 4), probabilities)])
-    assert reading.to_dict() == {
-        "width": 64,
-        "height": 48,
-        "text": "9",
-        "digits": [
-            {"label": 9, "confidence": 1.0, "box": [1, 2, 3, 4], "probabilities": probabilities}
-        ],
-    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 Box = tuple[int, int, int, int]
 
@@ -26,20 +25,3 @@ class Reading:
     height: int
     text: str
     digits: list[Digit]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: width, height, text, digits (label, confidence, box, probabilities)."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "text": self.text,
-            "digits": [
-                {
-                    "label": digit.label,
-                    "confidence": digit.confidence,
-                    "box": list(digit.box),
-                    "probabilities": list(digit.probabilities),
-                }
-                for digit in self.digits
-            ],
-        }
