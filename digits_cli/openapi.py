@@ -117,6 +117,7 @@ def openapi_document() -> dict[str, Any]:
                 "Prometheus metrics", {"text/plain": {"schema": {"type": "string"}}}
             ),
             "/": simple_get("The web page", html),
+            "/docs": simple_get("This description, to read and try in a browser", html),
         },
         "components": {
             "schemas": schemas,

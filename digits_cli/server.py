@@ -73,7 +73,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RETRY_AFTER_SECONDS = "1"
 BUSY_PAUSE_SECONDS = 0.05
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
-# The page may only talk to this server: no CDN, no external request can slip in.
+# The pages (/ and /docs) may only talk to this server: no CDN, no external request can slip in.
 PAGE_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -187,6 +187,15 @@ def preferred_picture_type(accept: str) -> str:
 
 
 # --- the app ---------------------------------------------------------------------------------
+
+
+def page_response(name: str) -> Response:
+    """A page of STATIC_DIR, allowed to talk to this server only."""
+    return FileResponse(
+        STATIC_DIR / name,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": PAGE_SECURITY_POLICY},
+    )
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -375,11 +384,11 @@ def create_app(
         return Response(openapi_json(), media_type="application/json")
 
     async def index(request: Request) -> Response:
-        return FileResponse(
-            STATIC_DIR / "index.html",
-            media_type="text/html; charset=utf-8",
-            headers={"Content-Security-Policy": PAGE_SECURITY_POLICY},
-        )
+        return page_response("index.html")
+
+    async def docs(request: Request) -> Response:
+        """The interactive API page: Swagger UI (shipped in static/swagger-ui) on /openapi.json."""
+        return page_response("docs.html")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -394,6 +403,7 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        Route("/docs", docs, methods=["GET"], include_in_schema=False),
         Route("/predictions", predictions, methods=["POST"]),
         Route("/probabilities", probabilities, methods=["POST"]),
         Route("/annotations", annotations, methods=["POST"]),

@@ -1,11 +1,12 @@
 """One schema for a reading: real answers of every endpoint and real `digits predict --json`
-lines validate against the schemas that /openapi.json publishes."""
+lines validate against the schemas that /openapi.json publishes; /docs shows them, offline."""
 
 from __future__ import annotations
 
 import copy
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -274,3 +275,26 @@ def test_predict_output_file_lines_and_summary_match_the_published_schema(
     check(document, component("ReadingLine"), read)
     check(document, component("FailedLine"), failed)
     assert failed["image"] == str(bad)
+
+
+# --- /docs ----------------------------------------------------------------------------------
+
+
+def test_docs_is_a_page_of_local_assets_that_are_served(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert (
+        page.headers["content-security-policy"]
+        == client.get("/").headers["content-security-policy"]
+    )
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in assets
+    assert "/static/swagger-ui/swagger-ui.css" in assets
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        assert client.get(asset).status_code == 200, asset
+    initializer = client.get("/static/docs.js").text
+    assert '"/openapi.json"' in initializer and "validatorUrl: null" in initializer
+    assert 'href="/docs"' in client.get("/").text  # the web page links to it

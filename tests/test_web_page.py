@@ -163,3 +163,32 @@ def test_drawing_with_the_pointer_sends_the_drawing_and_shows_the_result(
     assert status.startswith("1 digit found in drawing.png "), status
     assert len(browser.find_elements(By.CSS_SELECTOR, "#digits tbody tr")) == 1
     assert browser.find_element(By.ID, "text").text == "7"
+
+
+def test_the_api_page_shows_every_operation_and_reads_an_uploaded_picture(
+    browser: Any, base_url: str
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(base_url + "/docs")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+    shown = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/predictions", "/probabilities", "/annotations", "/health", "/ready"} <= shown
+    operation = browser.find_element(By.ID, "operations-default-post_predictions")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    WebDriverWait(browser, 10).until(
+        lambda d: operation.find_elements(By.CSS_SELECTOR, "input[type=file]")
+    )
+    operation.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(PICTURE))
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    status = WebDriverWait(browser, 30).until(
+        lambda d: operation.find_elements(
+            By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_status"
+        )
+    )
+    assert status[0].text == "200"
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert loaded and all(url.startswith(base_url + "/") for url in loaded), loaded
