@@ -40,6 +40,7 @@ audit: install ## Audit the installed dependencies for published vulnerabilities
 bench: install ## Run every benchmark under bench/ and print its figures (after `make run`; ~20 min)
 	python bench/cli_startup.py
 	python bench/read_speed.py
+	python bench/answer_cost.py
 	python bench/predict_jobs.py
 	python bench/base_install.py
 	python bench/finder_quality.py
