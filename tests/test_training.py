@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import validated
 from typer.testing import CliRunner, Result
 
 from digits_cli.augment import elastic_field, random_affine
@@ -39,10 +40,16 @@ REPORT_KEYS = {
 }
 
 
-def write_params(folder: Path, processed_dir: Path, **train: Any) -> Path:
-    """A params file sending every output of `digits train` under ``folder``."""
+def write_params(
+    folder: Path, processed_dir: Path, validate_report: Path | None = None, **train: Any
+) -> Path:
+    """A params file sending every output of `digits train` under ``folder``; the validation
+    report is the data's passing one unless given."""
+    if validate_report is None and (processed_dir / "manifest.json").is_file():
+        validate_report = validated(processed_dir)
     params = {
         "data": {"processed_dir": str(processed_dir)},
+        "validate": {"report": str(validate_report or folder / "no-validation.json")},
         "train": {
             "epochs": 1,
             "batch_size": 64,
@@ -132,6 +139,19 @@ def test_an_elastic_field_is_smooth_and_as_strong_as_asked() -> None:
     assert neighbour_step(smooth) < neighbour_step(rough) / 2
     strong = elastic_field(64, (28, 28), alpha=8.0, sigma=4.0, generator=torch.Generator())
     torch.testing.assert_close(strong, smooth * 8)
+
+
+def test_the_elastic_blur_is_a_zero_padded_gaussian_convolution() -> None:
+    import torch.nn.functional as F
+
+    noise = torch.rand(6, 1, 20, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    taps = torch.exp(-0.5 * (torch.arange(-5, 6, dtype=torch.float32) / 1.5) ** 2)
+    taps /= taps.sum()
+    expected = F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, 5))
+    expected = F.conv2d(expected, taps.view(1, 1, -1, 1), padding=(5, 0))
+    field = elastic_field(3, (20, 28), 1.0, 1.5, torch.Generator().manual_seed(1))
+    pixels = field / torch.tensor([2 / 28, 2 / 20])
+    torch.testing.assert_close(pixels.permute(0, 3, 1, 2).reshape(6, 1, 20, 28), expected)
 
 
 def test_elastic_distortion_reaches_only_its_share_of_the_batch(
@@ -381,6 +401,43 @@ def test_cli_options_override_the_params_file(
     printed = json.loads(result.stdout)
     assert printed["arch"] == "lenet" and printed["train_samples"] == 128
     assert json.loads((tmp_path / "reports" / "train.json").read_text()) == printed
+
+
+def test_train_refuses_data_that_failed_validation(
+    processed_dir: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    report = json.loads(validated(processed_dir).read_text())
+    report["passed"] = False
+    report["checks"][0]["passed"] = False
+    failed = tmp_path / "validation.json"
+    failed.write_text(json.dumps(report))
+    params = write_params(tmp_path, processed_dir, validate_report=failed)
+    result = invoke(tracking_uri, "--params", str(params), "train")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"digits: error: {failed}: the data failed validation ({report['checks'][0]['name']}); "
+        "training refuses it"
+    ]
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("report", ["missing", "other data"])
+def test_train_refuses_data_without_a_validation_of_these_splits(
+    report: str, processed_dir: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "validation.json"
+    if report == "other data":
+        other = json.loads(validated(processed_dir).read_text())
+        other["data_manifest_sha256"] = "0" * 64
+        path.write_text(json.dumps(other))
+    params = write_params(tmp_path, processed_dir, validate_report=path)
+    result = invoke(tracking_uri, "--params", str(params), "train")
+    assert result.exit_code == 1
+    reason = "not found" if report == "missing" else "validates other data than these splits"
+    assert result.stderr.strip().splitlines() == [
+        f"digits: error: {path}: {reason}; run `digits validate` first"
+    ]
+    assert not (tmp_path / "models").exists()
 
 
 def test_missing_processed_data_is_one_clear_line(tracking_uri: str, tmp_path: Path) -> None:
