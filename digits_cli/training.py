@@ -212,11 +212,13 @@ def train_model(
 
     from digits_cli.data import manifest_digest
     from digits_cli.model import Classifier, count_macs, count_parameters
+    from digits_cli.validation import require_passed
 
     cfg = settings.train
     processed_dir = settings.data.processed_dir
     train, val = load_tensors(processed_dir, cfg)
     data_digest = manifest_digest(processed_dir)
+    require_passed(settings.validate.report, data_digest)  # the validation gate, outside DVC too
 
     workers = workers_from_env()
     device = pick_device(workers)

@@ -3,13 +3,23 @@ duplicates, drift) and their report, ``validate.report``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from digits_cli.config import Settings, ValidateSettings
-from digits_cli.data import Split, class_counts, load_data, load_manifest, split_digest
+from digits_cli.data import (
+    Split,
+    class_counts,
+    load_data,
+    load_manifest,
+    manifest_digest,
+    split_digest,
+)
+from digits_cli.errors import DigitsError
 from digits_cli.io import write_json
 
 
@@ -225,6 +235,29 @@ def validate(settings: Settings) -> Validation:
     """Check the prepared splits and write the report to ``validate.report`` (atomically)."""
     folder = settings.data.processed_dir
     checks = validate_data(load_data(folder), load_manifest(folder), settings.validate)
-    report = validation_report(checks)
+    # The manifest's digest names the data this verdict is about, so train can tell.
+    report = {**validation_report(checks), "data_manifest_sha256": manifest_digest(folder)}
     write_json(settings.validate.report, report)
     return Validation(checks=checks, report=report)
+
+
+def require_passed(report_path: Path, data_digest: str) -> None:
+    """Refuse (DigitsError) data that `digits validate` has not passed: no report, a failed one,
+    or one about other data than the manifest with digest ``data_digest``."""
+    rerun = "run `digits validate` first"
+    try:
+        report = json.loads(report_path.read_text())
+    except FileNotFoundError:
+        raise DigitsError(f"{report_path}: not found; {rerun}") from None
+    except (OSError, ValueError) as error:
+        raise DigitsError(
+            f"{report_path}: unreadable validation report ({error}); {rerun}"
+        ) from None
+    if not isinstance(report, dict) or report.get("data_manifest_sha256") != data_digest:
+        raise DigitsError(f"{report_path}: validates other data than these splits; {rerun}")
+    if report.get("passed") is not True:
+        failed = [c.get("name") for c in report.get("checks", []) if not c.get("passed")]
+        raise DigitsError(
+            f"{report_path}: the data failed validation ({', '.join(map(str, failed))}); "
+            "training refuses it"
+        )

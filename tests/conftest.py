@@ -51,7 +51,25 @@ def processed_dir(mnist_small: dict[str, Split], tmp_path_factory: pytest.TempPa
     """A processed-data folder (splits and manifest) holding the small MNIST sample. Read-only."""
     folder = tmp_path_factory.mktemp("processed")
     write_splits(folder, mnist_small, source="tests/data/mnist_small.npz", raw_files={})
+    validated(folder)
     return folder
+
+
+def validated(processed_dir: Path) -> Path:
+    """The passing validation report of ``processed_dir`` (written beside it once), which
+    `digits train` requires: params files point ``validate.report`` at it."""
+    from digits_cli.config import Settings
+    from digits_cli.validation import validate
+
+    report = processed_dir.with_name(f"{processed_dir.name}-validation.json")
+    if not report.is_file():
+        # The random 3,000/600/1,000 sample's classes are less even than full MNIST's.
+        bounds = {"min_class_fraction": 0.05, "max_class_fraction": 0.15}
+        settings = Settings.model_validate(
+            {"data": {"processed_dir": processed_dir}, "validate": {"report": report, **bounds}}
+        )
+        assert not validate(settings).failed, "the test sample must pass validation"
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +138,7 @@ def write_pipeline_params(folder: Path, processed_dir: Path, **train: object) ->
     model = folder / "model.pt"
     params = {
         "data": {"processed_dir": str(processed_dir)},
+        "validate": {"report": str(validated(processed_dir))},
         "train": {
             "arch": "lenet",
             "epochs": 1,

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import validated
 
 
 def free_port() -> int:
@@ -25,6 +26,7 @@ def node_folder(root: Path, name: str, processed_dir: Path) -> Path:
     folder.mkdir()
     params = {
         "data": {"processed_dir": str(processed_dir)},  # on real nodes: the same path on each
+        "validate": {"report": str(validated(processed_dir))},
         "train": {
             "arch": "lenet",
             "epochs": 1,
