@@ -75,6 +75,36 @@ def test_gate_refuses_a_worse_model(
     }
 
 
+@pytest.fixture(scope="session")
+def twin_model(evaluated_model: EvaluatedModel) -> Path:
+    """Params of the good model's recipe and seed trained again: the same weights, another run."""
+    return evaluated_model("twin")
+
+
+def test_a_better_challenger_replaces_the_champion(
+    good_model: Path, poor_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    champion = register(run_cli, poor_model, "upgraded", "--force")
+    challenger = register(run_cli, good_model, "upgraded")
+    assert challenger["test_accuracy"] > champion["test_accuracy"]
+    assert challenger["promoted"] is True
+    assert aliases(tracking_uri, "upgraded") == {
+        "candidate": challenger["version"],
+        "champion": challenger["version"],
+    }
+
+
+def test_a_challenger_that_ties_the_champion_replaces_it(
+    good_model: Path, twin_model: Path, run_cli: RunCli, tracking_uri: str
+) -> None:
+    champion = register(run_cli, good_model, "tied")
+    challenger = register(run_cli, twin_model, "tied")
+    assert challenger["version"] != champion["version"]
+    assert challenger["test_accuracy"] == champion["test_accuracy"]
+    assert challenger["promoted"] is True  # the newer of two equal models is served
+    assert aliases(tracking_uri, "tied")["champion"] == challenger["version"]
+
+
 def test_force_overrides_the_gate(
     good_model: Path, poor_model: Path, run_cli: RunCli, tracking_uri: str
 ) -> None:
