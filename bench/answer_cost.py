@@ -32,7 +32,7 @@ from read_speed import test_picture
 from synthetic import DEFAULT_DIGITS
 
 from digits_cli.batch import FileReading
-from digits_cli.cli import reading_line
+from digits_cli.cli_reading import reading_line
 from digits_cli.config import load_settings
 from digits_cli.finder import Reading
 from digits_cli.inference import DigitReader, LoadedModel, load_model
