@@ -1,7 +1,8 @@
 """`digits emissions`: what the tracked runs cost, summed per run kind from codecarbon's CSV.
 
 Each tracked block (:func:`digits_cli.emissions.track_emissions`) appends one row whose
-``project_name`` is its kind (train, evaluate, serve); ``duration`` is in seconds,
+``project_name`` is its kind (train or evaluate; rows of other kinds, written by other
+trackers into the same file, are summed too); ``duration`` is in seconds,
 ``energy_consumed`` in kWh and ``emissions`` in kg CO2-equivalent. :func:`read_emissions` is
 the one reader of that file (this command and the model card's energy table).
 """
@@ -17,7 +18,7 @@ from typing import Any
 from digits_cli.errors import DigitsError
 from digits_cli.io import atomic_path
 
-KIND_ORDER = ("train", "evaluate", "serve")
+KIND_ORDER = ("train", "evaluate")  # the kinds digits records, in lifecycle order
 COLUMNS = ("project_name", "duration", "energy_consumed", "emissions")
 
 
@@ -87,7 +88,7 @@ def latest_per_kind(rows: list[EmissionsRow]) -> dict[str, EmissionsRow]:
 
 
 def summarise_emissions(path: Path) -> list[KindTotal]:
-    """Totals per run kind (train, evaluate, serve first, then any other kind by name)."""
+    """Totals per run kind (train, evaluate first, then any other kind by name)."""
     if not path.is_file():
         raise DigitsError(
             f"{path}: no emissions recorded yet; run `digits train` or `digits evaluate` "

@@ -51,11 +51,12 @@ def run(params: Path, *args: str) -> Result:
 
 @pytest.fixture
 def three_kinds(tmp_path: Path) -> Path:
-    """Params pointing at two train runs, one evaluate run and one serve run."""
+    """Params pointing at two train runs, one evaluate run and one run another tracker
+    wrote into the same file (kind "notebook")."""
     csv_path = write_emissions(
         tmp_path / "emissions.csv",
         [
-            ("serve", 100.0, 0.0005, 0.0002),
+            ("notebook", 100.0, 0.0005, 0.0002),
             ("train", 60.0, 0.002, 0.0008),
             ("evaluate", 5.0, 0.0001, 0.00004),
             ("train", 40.0, 0.001, 0.0004),
@@ -68,7 +69,7 @@ def test_json_sums_runs_per_kind_in_lifecycle_order(three_kinds: Path) -> None:
     result = run(three_kinds, "--json")
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [row["kind"] for row in rows] == ["train", "evaluate", "serve"]
+    assert [row["kind"] for row in rows] == ["train", "evaluate", "notebook"]
     train = rows[0]
     assert train["runs"] == 2
     assert train["duration_s"] == pytest.approx(100.0)
@@ -79,7 +80,7 @@ def test_json_sums_runs_per_kind_in_lifecycle_order(three_kinds: Path) -> None:
 def test_table_shows_each_kind_and_the_total(three_kinds: Path) -> None:
     result = run(three_kinds)
     assert result.exit_code == 0, result.stderr
-    for text in ("train", "evaluate", "serve", "all", "0.0036", "0.00144", "205.0"):
+    for text in ("train", "evaluate", "notebook", "all", "0.0036", "0.00144", "205.0"):
         assert text in result.stdout
 
 
