@@ -113,7 +113,7 @@ def test_an_affine_warp_with_no_range_leaves_images_unchanged(
     mnist_small: dict[str, Any],
 ) -> None:
     images = torch.from_numpy(mnist_small["train"].images[:8]).unsqueeze(1).float() / 255
-    cfg = TrainSettings(rotation=0, scale=0, shift=0)
+    cfg = TrainSettings(rotation=0, scale=0, shift=0, elastic=0)
     warped = random_affine(images, cfg, torch.Generator().manual_seed(0))
     torch.testing.assert_close(warped, images, atol=1e-5, rtol=0)
 
