@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from digits_cli.cli import app
 from digits_cli.config import DataSettings, Settings, ValidateSettings
-from digits_cli.data import Split, load_data, load_manifest, write_splits
+from digits_cli.data import Split, load_data, load_manifest, manifest_digest, write_splits
 from digits_cli.validation import Check, validate, validate_data, validation_report
 
 # The 3,000/600/1,000 sample is drawn at random, so its classes are less even than full MNIST's.
@@ -250,5 +250,9 @@ def test_validate_writes_its_own_report_and_names_the_failed_checks(
     )
     result = validate(settings)
     assert result.failed == ["no_constant_images"]
-    assert json.loads(report.read_text()) == result.report == validation_report(result.checks)
+    assert json.loads(report.read_text()) == result.report
+    assert result.report == {
+        **validation_report(result.checks),
+        "data_manifest_sha256": manifest_digest(folder),  # what train checks the verdict is about
+    }
     assert [p.name for p in report.parent.iterdir()] == ["validation.json"]  # no temporary left
