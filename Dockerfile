@@ -17,11 +17,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# README.md is left out on purpose: it only feeds the wheel's long description, and every
-# documentation edit would otherwise rebuild this layer.
+# The dependencies from their lock, every file hash-checked (requirements/base.txt, or
+# requirements/registry.txt with EXTRAS=registry; requirements/lock.py writes them), in a layer
+# of their own that a code change does not rebuild; then the project alone (its build backend is
+# in the lock). README.md is left out on purpose: it only feeds the wheel's long description.
+COPY requirements/base.txt requirements/registry.txt ./requirements/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --require-hashes -r "requirements/${EXTRAS:-base}.txt"
 COPY pyproject.toml ./
 COPY digits_cli ./digits_cli
-RUN --mount=type=cache,target=/root/.cache/pip pip install ".${EXTRAS:+[$EXTRAS]}"
+RUN pip install --no-deps --no-build-isolation .
 
 FROM python:3.11.13-slim-bookworm AS runtime
 ARG MODEL=/app/serving.onnx

@@ -12,11 +12,14 @@ export CODECARBON_LOG_LEVEL ?= error
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## Create .venv and install digits with every extra (editable: train, registry, dev tools); seconds when nothing changed
+install: $(STAMP) ## Create .venv and install digits with every extra (editable) from the hash-checked lock requirements/full.txt; seconds when nothing changed
 
-$(STAMP): pyproject.toml
+# The lock's pins and hashes, then the project alone (it cannot be hash-checked; its build backend
+# is in the lock, hence --no-build-isolation). requirements/lock.py regenerates the locks.
+$(STAMP): pyproject.toml requirements/full.txt
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,registry,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/full.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: install ## Run the whole pipeline: dvc repro (prepare, validate, train, evaluate, register)

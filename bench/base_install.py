@@ -1,4 +1,5 @@
-"""The base install on its own: a fresh virtual environment holding `pip install .` (no extras).
+"""The base install on its own: a fresh virtual environment holding requirements/base.txt (the
+lock of the dependencies, hash-checked, as the image installs them) and `pip install --no-deps .`.
 
 Creates the environment, prints its size on disk (goal: at most 450 MB), checks that none of the
 lifecycle's libraries came with it, reads a picture with an ONNX model through the installed
@@ -65,11 +66,11 @@ def main() -> None:
                             ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
             for name in ("pyproject.toml", "README.md"):
                 shutil.copy(ROOT / name, source)
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 source],
-                check=True,
-            )  # fmt: skip
+            # As the image installs it: the lock's files, hash-checked, then the project alone.
+            pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            lock = ROOT / "requirements/base.txt"
+            subprocess.run([*pip, "--require-hashes", "-r", str(lock)], check=True)
+            subprocess.run([*pip, "--no-deps", "--no-build-isolation", source], check=True)
         size = folder_megabytes(venv)
         installed = subprocess.run(
             [str(python), "-m", "pip", "list", "--format", "json"],

@@ -362,11 +362,17 @@ def test_dockerfile_installs_the_base_package_alone_by_default(
     stages: list[Stage], torch_pins: dict[str, str]
 ) -> None:
     """The image reads and serves with the base install: no torch, no PyTorch index; the
-    registry client only when built with EXTRAS=registry."""
+    registry client only when built with EXTRAS=registry. Both from their hash-checked locks,
+    then the project alone."""
     (builder,) = [s for s in stages if any("pip install" in run.args for run in s.all("RUN"))]
-    (install,) = [run.args for run in builder.all("RUN") if "pip install" in run.args]
-    assert re.search(r'pip install "\.\$\{EXTRAS:\+\[\$EXTRAS\]\}"$', install)
+    locked, project = [run.args for run in builder.all("RUN") if "pip install" in run.args]
+    assert re.search(
+        r'pip install --require-hashes -r "requirements/\$\{EXTRAS:-base\}\.txt"$', locked
+    )
+    assert re.search(r"pip install --no-deps --no-build-isolation \.$", project)
     assert [a.args for a in builder.all("ARG")] == ['EXTRAS=""']
+    for mode in ("base", "registry"):
+        assert (ROOT / f"requirements/{mode}.txt").is_file()
     everything = " ".join(i.args for stage in stages for i in stage.instructions)
     assert CPU_INDEX not in everything
     assert not set(torch_pins) & set(re.findall(r"[\w-]+", everything))
