@@ -50,6 +50,7 @@ bench: install ## Run every benchmark under bench/ and print its figures (after 
 	python bench/serve_bench.py --max-concurrency 1
 	python bench/serve_slow_clients.py
 	python bench/serve_memory.py
+	python bench/serve_deadline.py
 	python bench/train_bench.py
 
 image: install ## Build the Docker image `digits` with the registry's champion baked in (after `make run`)
