@@ -55,6 +55,10 @@ def processed_dir(mnist_small: dict[str, Split], tmp_path_factory: pytest.TempPa
     return folder
 
 
+# The random 3,000/600/1,000 sample's classes are less even than full MNIST's.
+SAMPLE_BOUNDS = {"min_class_fraction": 0.05, "max_class_fraction": 0.15}
+
+
 def validated(processed_dir: Path) -> Path:
     """The passing validation report of ``processed_dir`` (written beside it once), which
     `digits train` requires: params files point ``validate.report`` at it."""
@@ -63,10 +67,11 @@ def validated(processed_dir: Path) -> Path:
 
     report = processed_dir.with_name(f"{processed_dir.name}-validation.json")
     if not report.is_file():
-        # The random 3,000/600/1,000 sample's classes are less even than full MNIST's.
-        bounds = {"min_class_fraction": 0.05, "max_class_fraction": 0.15}
         settings = Settings.model_validate(
-            {"data": {"processed_dir": processed_dir}, "validate": {"report": report, **bounds}}
+            {
+                "data": {"processed_dir": processed_dir},
+                "validate": {"report": report, **SAMPLE_BOUNDS},
+            }
         )
         assert not validate(settings).failed, "the test sample must pass validation"
     return report

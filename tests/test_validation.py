@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_BOUNDS
 from typer.testing import CliRunner
 
 from digits_cli.cli import app
@@ -16,8 +17,6 @@ from digits_cli.config import DataSettings, Settings, ValidateSettings
 from digits_cli.data import Split, load_data, load_manifest, manifest_digest, write_splits
 from digits_cli.validation import Check, validate, validate_data, validation_report
 
-# The 3,000/600/1,000 sample is drawn at random, so its classes are less even than full MNIST's.
-SAMPLE_BOUNDS = {"min_class_fraction": 0.05, "max_class_fraction": 0.15}
 SETTINGS = ValidateSettings(**SAMPLE_BOUNDS)
 
 Splits = dict[str, Split]
