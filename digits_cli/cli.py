@@ -51,7 +51,8 @@ class Commands(TyperGroup):
             return run_typer()
         try:
             code = run_typer()
-        except NoArgsIsHelpError as exc:  # bare `digits`: Typer has printed the help already
+        except NoArgsIsHelpError as exc:  # bare `digits`: the help, on stdout, and status 2
+            typer.echo(exc.format_message())
             sys.exit(exc.exit_code)
         except UsageError as exc:
             message = exc.format_message().rstrip(".")
@@ -71,6 +72,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Rich's help panels import Rich's Markdown, traceback and pretty-printing
+    # modules, which made `digits --help` take 0.4 s instead of 0.2 s.
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

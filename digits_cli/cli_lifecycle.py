@@ -211,7 +211,10 @@ def register_command(
 def export_command(
     ctx: typer.Context,
     output: Annotated[
-        Path, typer.Argument(help="The ONNX file to write (*.onnx); its record goes beside it.")
+        Path,
+        typer.Argument(
+            help="The ONNX file to write (*.onnx); its record goes beside it.", metavar="FILE"
+        ),
     ],
     model: ModelOption = None,
 ) -> None:

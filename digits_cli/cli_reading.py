@@ -50,7 +50,10 @@ def shard_option(value: str | None) -> Any:
 def predict_command(
     ctx: typer.Context,
     images: Annotated[
-        list[Path] | None, typer.Argument(help="Pictures, or folders of pictures.")
+        list[Path] | None,
+        typer.Argument(
+            help="Pictures, or folders of pictures.", metavar="PICTURE", show_default=False
+        ),
     ] = None,
     files_from: Annotated[
         Path | None,
@@ -186,9 +189,12 @@ def write_readings(path: Path, answers: Iterable[FileReading], model: LoadedMode
 @command("annotate")
 def annotate_command(
     ctx: typer.Context,
-    image: Annotated[Path, typer.Argument(help="The picture to read.")],
+    image: Annotated[Path, typer.Argument(help="The picture to read.", metavar="PICTURE")],
     output: Annotated[
-        Path, typer.Argument(help="Where the annotated copy goes (format from its extension).")
+        Path,
+        typer.Argument(
+            help="Where the annotated copy goes (format from its extension).", metavar="OUTPUT"
+        ),
     ],
     model: ModelOption = None,
     min_confidence: MinConfidenceOption = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from digits_cli.finder import Reading
+from digits_cli.finder.crop import median
 
 CONFIDENT = (60, 230, 60)  # green: confidence >= 0.9
 UNSURE = (255, 170, 0)  # amber
@@ -43,7 +44,7 @@ def annotate_image(rgb: np.ndarray, reading: Reading) -> np.ndarray:
     tags, covering = place_tags(full, boxes, (height, width))
     if covering > CROWDED * len(boxes):
         # Dense: the label alone, in a font sized to the digits.
-        typical = float(np.median([box[3] for box in boxes]))
+        typical = float(median([box[3] for box in boxes]))
         tags, _ = place_tags(
             [str(d.label) for d in reading.digits], boxes, (height, width), typical
         )

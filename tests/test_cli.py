@@ -147,3 +147,7 @@ def test_help_imports_no_heavy_library(
     assert "typer" in modules  # the probe did run the app
     heavy = sorted({m.split(".")[0] for m in modules} & set(HEAVY_MODULES))
     assert heavy == []
+    # Plain help: Rich's help panels would import its Markdown renderer (and markdown_it),
+    # doubling the time of `digits --help`.
+    assert "markdown_it" not in modules
+    assert "rich.markdown" not in modules

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import TEST_DATA
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -497,3 +498,38 @@ def test_touching_digits_are_split_only_when_read_whole_unsurely() -> None:
     reading = read_digits(picture, unsure_whole, CFG)
     assert batches[0] == 1 and len(batches) == 2  # the parts, in a second batch
     assert [d.label for d in reading.digits] == [0, 0]
+
+
+@given(
+    hnp.arrays(
+        st.sampled_from([np.uint8, np.int64, np.float32, np.float64]),
+        hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=9),
+        elements=st.integers(0, 255),
+    ),
+    st.sampled_from([None, 0]),
+)
+def test_median_is_numpys_median(values: np.ndarray, axis: int | None) -> None:
+    from digits_cli.finder.crop import median
+
+    expected = np.median(values, axis=axis)
+    found = median(values, axis=axis)
+    assert np.asarray(found).dtype == np.asarray(expected).dtype
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_reading_a_picture_does_not_import_numpy_ma() -> None:
+    # np.median's first call imports numpy.ma: 30-45 ms of every cold `digits predict`.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, cv2, numpy as np; from digits_cli.finder import read_digits;"
+        "from digits_cli.config import SegmentSettings;"
+        f"picture = cv2.imread({str(TEST_DATA / 'real/seed-api-test.png')!r});"
+        "reading = read_digits(picture, lambda crops: np.full((len(crops), 10), 0.1, np.float32),"
+        " SegmentSettings()); print(reading.width > 0, 'numpy.ma' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "True False", result.stderr

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 MNIST_SIZE = 28
 MNIST_BOX = 20
@@ -78,6 +83,20 @@ def quantile(values: np.ndarray, q: float) -> float:
     """The ``q`` quantile of a non-empty 1-d array (nearest rank; faster than np.percentile)."""
     rank = min(len(values) - 1, int(q * len(values)))
     return float(np.partition(values, rank)[rank])
+
+
+def median(values: ArrayLike, axis: int | None = None) -> Any:
+    """np.median (the mean of the two middle values of an even count) without its NaN check,
+    whose first call imports numpy.ma: 30-45 ms of a cold `digits predict`."""
+    array = np.asarray(values)
+    if axis is None:
+        array, axis = array.ravel(), 0
+    half = array.shape[axis] // 2
+    if array.shape[axis] % 2:
+        middle = np.partition(array, half, axis=axis).take(half, axis=axis)
+        return middle.astype(np.float64) if array.dtype.kind in "iub" else middle
+    middle = np.partition(array, [half - 1, half], axis=axis).take([half - 1, half], axis=axis)
+    return np.mean(middle, axis=axis)
 
 
 def smoothstep(values: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from digits_cli.finder.crop import median
 from digits_cli.finder.ink import Ink, Run, thin_runs
 from digits_cli.finder.results import Box
 
@@ -98,8 +99,8 @@ def find_fields(
         field_lines |= {base, *tops[base]}
         line = across[base - 1]
         # Between the lines, as most walls tell (a digit's stroke beyond a line lengthens some).
-        top = round(float(np.median([w.y for w in standing])))
-        bottom = round(float(np.median([w.y + w.inside.shape[0] for w in standing])))
+        top = round(float(median([w.y for w in standing])))
+        bottom = round(float(median([w.y + w.inside.shape[0] for w in standing])))
         field = (line.x, top, line.inside.shape[1], bottom - top)
         if line.length < PAGE_WIDE * page_width:
             fields.append(field)  # squared paper's cells hold digits of many numbers
@@ -112,7 +113,7 @@ def find_fields(
     for base, rising in ticks.items():
         # Ticks share one length (a stroke touching one makes it longer: it is left out) and
         # one pitch (a tick hidden by a stroke makes a double step).
-        typical = float(np.median([t.inside.shape[0] for t in rising]))
+        typical = float(median([t.inside.shape[0] for t in rising]))
         standing = [
             t
             for t in rising

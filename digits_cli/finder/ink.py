@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digits_cli.finder.crop import SQUARE_3
+from digits_cli.finder.crop import SQUARE_3, median
 from digits_cli.finder.results import Box
 
 # A component is at most this many times wider than tall (wide handwritten 2s reach ~1.9).
@@ -238,6 +238,6 @@ def tallest_digit(ink: Ink, bars: set[int], min_height: int, height: int) -> int
 def cut_run(run: Run, lines: np.ndarray) -> None:
     """Mark a run as line, except where it is thicker than the line (a digit's stroke on it)."""
     thickness = run.inside.sum(axis=0 if run.horizontal else 1)
-    thin = thickness <= np.median(thickness) + 1
+    thin = thickness <= median(thickness) + 1
     cut = run.inside & (thin[None, :] if run.horizontal else thin[:, None])
     lines[run.window][cut] = 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from digits_cli.finder.crop import SQUARE_3, quantile
+from digits_cli.finder.crop import SQUARE_3, median, quantile
 
 # Long side of the thumbnail on which the background is estimated (backgrounds vary slowly),
 # and the window wiping out strokes there: wider than the boldest stroke of a digit as tall as
@@ -128,25 +128,25 @@ def estimate_background(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     if sheet is not None:
         # The desk is no paper: let the sheet's own colour stand for it, so it does not bleed in.
         small = small.copy()
-        small[~sheet] = np.median(small[sheet], axis=0).astype(np.uint8)
+        small[~sheet] = median(small[sheet], axis=0).astype(np.uint8)
     # A median this wide is costly: take it at half the thumbnail's size.
     half = (max(1, size[0] // 2), max(1, size[1] // 2))
     shrunk = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
-    median = cv2.resize(
+    local_median = cv2.resize(
         cv2.medianBlur(shrunk, BACKGROUND_WINDOW // 2 | 1), size, interpolation=cv2.INTER_LINEAR
     )
-    dark_ink, mixed_ink = ink_polarity(small, median)
+    dark_ink, mixed_ink = ink_polarity(small, local_median)
     kinds = {
         "mixed" if mixed else bool(dark) for dark, mixed in zip(dark_ink, mixed_ink, strict=True)
     }
     if len(kinds) == 1:  # usually: all channels at once
-        paper = paper_colour(small, median, bool(dark_ink[0]), bool(mixed_ink[0]))
+        paper = paper_colour(small, local_median, bool(dark_ink[0]), bool(mixed_ink[0]))
     else:
         paper = cv2.merge(
             [
                 paper_colour(plane, median_plane, bool(dark), bool(mixed))
                 for plane, median_plane, dark, mixed in zip(
-                    cv2.split(small), cv2.split(median), dark_ink, mixed_ink, strict=True
+                    cv2.split(small), cv2.split(local_median), dark_ink, mixed_ink, strict=True
                 )
             ]
         )
@@ -190,12 +190,12 @@ def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
     if not SHEET_SHARE[0] <= share <= SHEET_SHARE[1]:
         return None
     desk = sheet == 0
-    if float(np.median(grey[sheet > 0])) - float(np.median(grey[desk])) < SHEET_STEP:
+    if float(median(grey[sheet > 0])) - float(median(grey[desk])) < SHEET_STEP:
         return None
     # A sharp border: two pixels in and out of it differ as much as the sheet and the desk do.
     ring_in = (sheet > 0) & (cv2.erode(sheet, SQUARE_3, iterations=2) == 0)
     ring_out = desk & (cv2.dilate(sheet, SQUARE_3, iterations=2) > 0)
-    if float(np.median(grey[ring_in])) - float(np.median(grey[ring_out])) < SHEET_STEP:
+    if float(median(grey[ring_in])) - float(median(grey[ring_out])) < SHEET_STEP:
         return None
     return sheet > 0
 

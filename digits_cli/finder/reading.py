@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from digits_cli.config import SegmentSettings
+from digits_cli.finder.crop import median
 from digits_cli.finder.order import arrange
 from digits_cli.finder.regions import Candidate, find_digits
 from digits_cli.finder.results import Digit, Reading
@@ -96,11 +97,11 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
     if len(read) < 2:
         return read
     confident = [c for c, p in read if p.max() >= REFERENCE_CONFIDENCE] or [c for c, _ in read]
-    height = float(np.median([c.box[3] for c in confident]))
-    strength = float(np.median([c.looks.strength for c in confident]))
+    height = float(median([c.box[3] for c in confident]))
+    strength = float(median([c.looks.strength for c in confident]))
     # Stroke widths (working pixels) of a few of the page's digits.
     sample = confident[:: max(1, len(confident) // STROKE_SAMPLE)]
-    stroke = float(np.median([stroke_pixels(c) for c in sample]))
+    stroke = float(median([stroke_pixels(c) for c in sample]))
     clean = []
     for candidate, probabilities in read:
         looks = candidate.looks
