@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from digits_cli.finder import Reading
+    from digits_cli.finder.results import Check
 
 CHAMPION_FILE = "model.onnx"  # inside registry.champion_dir, with its record model.json
 
@@ -188,14 +189,19 @@ class DigitReader:
         self.model = model
         self.segment = segment
 
-    def read(self, image: np.ndarray) -> Reading:
-        """Find and classify every digit of a decoded picture."""
+    def read(self, image: np.ndarray, check: Check | None = None) -> Reading:
+        """Find and classify every digit of a decoded picture; ``check`` (see read_digits) may
+        stop the work."""
         from digits_cli.finder import read_digits
+        from digits_cli.finder.results import no_check
 
-        return read_digits(image, self.model.classify, self.segment)
+        return read_digits(image, self.model.classify, self.segment, check or no_check)
 
-    def read_bytes(self, data: bytes, name: str) -> tuple[np.ndarray, Reading]:
-        """Decode a picture (refusing oversized ones from the header) and read it.
+    def read_bytes(
+        self, data: bytes, name: str, check: Check | None = None
+    ) -> tuple[np.ndarray, Reading]:
+        """Decode a picture (refusing oversized ones from the header) and read it, calling
+        ``check`` after decoding and while reading.
 
         A picture larger than the finder's working size (``segment.max_side``) is decoded
         smaller: the picture answered is that copy, while the reading's size and boxes are the
@@ -204,7 +210,9 @@ class DigitReader:
         from digits_cli.images import decode_scaled
 
         picture, size = decode_scaled(data, name, self.segment.max_pixels, self.segment.max_side)
-        return picture, at_size(self.read(picture), *size)
+        if check is not None:
+            check()  # a picture with no digits never reaches the finder's checks
+        return picture, at_size(self.read(picture, check), *size)
 
     def read_file(self, path: Path) -> tuple[np.ndarray, Reading]:
         """Read a picture file (see read_bytes)."""

@@ -109,8 +109,8 @@ class ServiceState:
     ) -> tuple[LoadedModel, np.ndarray, Reading]:
         """Decode and read a picture (in a worker thread) timing each classification; the model
         used, the decoded picture and the reading."""
-        from digits_cli.images import decode_scaled, reading_bytes
-        from digits_cli.inference import DigitReader, at_size
+        from digits_cli.images import reading_bytes
+        from digits_cli.inference import DigitReader
 
         model = self.model
         assert model is not None, "the endpoints refuse pictures until the model is loaded"
@@ -120,8 +120,10 @@ class ServiceState:
             start = time.perf_counter()
             probabilities = classify(crops)
             self.metrics.inference.observe(time.perf_counter() - start)
-            check_deadline(deadline)
             return probabilities
+
+        def check() -> None:
+            check_deadline(deadline)
 
         segment = self.settings.segment
         reader = DigitReader(dataclasses.replace(model, classify=timed_classify), segment)
@@ -132,10 +134,8 @@ class ServiceState:
                 f"serve.decode_budget_bytes allows {self.decoding.limit / 1e6:,.1f} MB)"
             )
         with self.decoding.hold(need, deadline):
-            picture, size = decode_scaled(data, name, segment.max_pixels, segment.max_side)
-            check_deadline(deadline)  # between the steps too: a picture with no digits never
-            reading = at_size(reader.read(picture), *size)  # reaches classify
-        check_deadline(deadline)
+            picture, reading = reader.read_bytes(data, name, check)
+        check()
         self.metrics.observe_reading(reading)
         return model, picture, reading
 

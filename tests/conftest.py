@@ -22,6 +22,28 @@ REAL_IMAGES = TEST_DATA / "real"
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
 
+def cluttered_ruled_page(seed: int, side: int = 2000, marks: int = 8000) -> np.ndarray:
+    """A ruled page (rules joined by a margin line: one ink component across the page) under
+    thousands of small marks: the slowest kind of page to find digits in (seconds)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    page = np.full((side, side, 3), 245, np.uint8)
+    pitch = int(rng.integers(25, 50))
+    for y in range(pitch, side, pitch):
+        cv2.line(page, (0, y), (side - 1, y + int(rng.integers(-20, 20))), (150, 150, 190), 1)
+    margin = int(rng.integers(side // 20, side // 6))
+    cv2.line(page, (margin, 0), (margin, side - 1), (150, 150, 190), 2)
+    for x, y, dx, dy, thickness in zip(
+        *(rng.integers(0, side, (2, marks))),
+        *(rng.integers(-20, 21, (2, marks))),
+        rng.integers(1, 4, marks),
+        strict=True,
+    ):
+        cv2.line(page, (int(x), int(y)), (int(x + dx), int(y + dy)), (40, 40, 60), int(thickness))
+    return page
+
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width`` x ``height`` RGB pixels."""
 

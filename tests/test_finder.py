@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import TEST_DATA
+from conftest import TEST_DATA, cluttered_ruled_page
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -533,3 +533,33 @@ def test_reading_a_picture_does_not_import_numpy_ma() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "True False", result.stderr
+
+
+class Stop(Exception):
+    pass
+
+
+def test_the_finder_checks_throughout_and_stops_when_its_check_raises() -> None:
+    page = cluttered_ruled_page(0)
+    calls = []
+    find_digits(page, CFG, check=lambda: calls.append(1))
+    # Between the steps and every few runs, uprights, pairs and regions: a deadline is noticed
+    # within a small share of the finding, not at its end.
+    assert len(calls) >= 50
+
+    def stop_at_the_tenth() -> None:
+        calls.append(1)
+        if len(calls) >= 10:
+            raise Stop
+
+    classified = []
+    calls.clear()
+    with pytest.raises(Stop):
+        read_digits(
+            page,
+            lambda crops: classified.append(crops) or sure_classifier(crops),
+            CFG,
+            stop_at_the_tenth,
+        )
+    assert len(calls) == 10
+    assert classified == []  # stopped while finding: nothing was classified

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import png_header_claiming
+from conftest import cluttered_ruled_page, png_header_claiming
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -348,6 +349,29 @@ def test_a_picture_without_digits_is_held_to_the_deadline_too(model: LoadedModel
     with TestClient(create_app(serve_settings(timeout=0.001), model=model)) as test_client:
         response = test_client.post("/predictions", **upload(blank))
     assert response.status_code == 504
+
+
+def test_a_deadline_passing_while_finding_stops_the_work_before_classifying(
+    model: LoadedModel,
+) -> None:
+    batches = []
+
+    def counting_classify(crops: np.ndarray) -> np.ndarray:
+        batches.append(len(crops))
+        return model.classify(crops)
+
+    counting = LoadedModel(counting_classify, "counting", "test", "memory")
+    page = png_bytes(cluttered_ruled_page(1))  # decoded in ~0.05 s, found in over a second
+    settings = serve_settings(timeout=0.3, max_body_bytes=len(page) + 10_000)
+    with TestClient(create_app(settings, model=counting)) as test_client:
+        started = time.monotonic()
+        response = test_client.post("/predictions", **upload(page))
+        answered = time.monotonic() - started
+    assert response.status_code == 504
+    # The 504 waits for the work to stop (its thread holds a slot until then): stopped by the
+    # finder's next check, before any crop reached the model.
+    assert batches == []
+    assert answered < 10
 
 
 def test_a_request_over_the_timeout_answers_504(model: LoadedModel, picture: bytes) -> None:
@@ -753,6 +777,19 @@ def raw_request(port: int, head: str, body: bytes) -> socket.socket:
     return connection
 
 
+def response_of(connection: socket.socket) -> str:
+    """The whole HTTP response on a connection: its head and content-length bytes of body
+    (which may arrive in a later packet than the head)."""
+    received = b""
+    while b"\r\n\r\n" not in received and (chunk := connection.recv(4096)):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    while len(body) < length and (chunk := connection.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
+
+
 def test_slow_and_vanishing_uploads_are_answered_408_and_logged_not_500(
     small_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -766,7 +803,7 @@ def test_slow_and_vanishing_uploads_are_answered_408_and_logged_not_500(
         with raw_request(port, head, b"\x89PNG") as slow:  # ...and nothing more
             start = time.monotonic()
             assert httpx.get(f"{base}/health", timeout=5).status_code == 200
-            answer = slow.recv(4096).decode()
+            answer = response_of(slow)
             waited = time.monotonic() - start
         raw_request(port, head, b"\x89PNG").close()  # a client that gives up
         wait_until(lambda: 'status="499"' in httpx.get(f"{base}/metrics").text)

@@ -15,7 +15,7 @@ import numpy as np
 
 from digits_cli.finder.crop import median
 from digits_cli.finder.ink import Ink, Run, thin_runs
-from digits_cli.finder.results import Box
+from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
 
 # A field's line is at least this many times as long as its ink (walls, digits) is tall.
 FIELD_LENGTH = 1.3
@@ -37,7 +37,7 @@ MIN_UPRIGHT = 0.5
 
 
 def find_fields(
-    ink: Ink, mask: np.ndarray, across: list[Run], min_height: int
+    ink: Ink, mask: np.ndarray, across: list[Run], min_height: int, check: Check = no_check
 ) -> tuple[list[Run], list[Run], list[Box]]:
     """The walls and ticks of form fields, the fields' horizontal lines, and each field's box
     (x, y, w, h at working resolution: where its digits are written)."""
@@ -73,7 +73,9 @@ def find_fields(
     walls: dict[int, list[Run]] = defaultdict(list)  # by the run they stand on
     ticks: dict[int, list[Run]] = defaultdict(list)
     tops: dict[int, set[int]] = defaultdict(set)  # the lines a base's walls reach up to
-    for upright in uprights:
+    for count, upright in enumerate(uprights):
+        if count % CHECK_EVERY == 0:
+            check()
         rows, cols = upright.window
         top = int(grown[rows.start, cols].max())
         bottom = int(grown[rows.stop - 1, cols].max())

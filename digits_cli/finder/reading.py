@@ -10,7 +10,7 @@ from digits_cli.config import SegmentSettings
 from digits_cli.finder.crop import median
 from digits_cli.finder.order import arrange
 from digits_cli.finder.regions import Candidate, find_digits
-from digits_cli.finder.results import Digit, Reading
+from digits_cli.finder.results import CHECK_EVERY, Check, Digit, Reading, no_check
 
 SURE = 0.9
 # Every piece of a region too wide for one digit is read this surely, or none is kept.
@@ -35,18 +35,25 @@ BAR_HEIGHT = 0.35
 
 
 def read_digits(
-    image: np.ndarray, classify: Callable[[np.ndarray], np.ndarray], cfg: SegmentSettings
+    image: np.ndarray,
+    classify: Callable[[np.ndarray], np.ndarray],
+    cfg: SegmentSettings,
+    check: Check = no_check,
 ) -> Reading:
     """Find, classify and order every digit of ``image``.
 
     ``classify`` maps crops (N, 28, 28) float32 in [0, 1] to probabilities (N, 10). All regions
     are classified in one batch; wide regions read with less than ``SURE`` confidence may be
     digits touching, and their parts are then classified in a second batch. Digits whose
-    confidence is under ``cfg.min_confidence`` are dropped.
+    confidence is under ``cfg.min_confidence`` are dropped. ``check`` is called between the
+    steps and in their loops, and may raise to stop the work.
     """
     shape = np.shape(image)
     height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
-    read = plausible(read_candidates(image, classify, cfg))
+    read = read_candidates(image, classify, cfg, check)
+    check()
+    read = plausible(read)
+    check()
     digits = [
         Digit(int(np.argmax(row)), float(row.max()), chosen.box, [float(p) for p in row])
         for chosen, row in read
@@ -60,23 +67,31 @@ def read_digits(
 
 
 def read_candidates(
-    image: np.ndarray, classify: Callable[[np.ndarray], np.ndarray], cfg: SegmentSettings
+    image: np.ndarray,
+    classify: Callable[[np.ndarray], np.ndarray],
+    cfg: SegmentSettings,
+    check: Check = no_check,
 ) -> list[tuple[Candidate, np.ndarray]]:
     """Every region read (whole or split, whichever is surer) at ``cfg.min_confidence`` or more,
     with its probabilities."""
-    candidates = find_digits(image, cfg)
+    candidates = find_digits(image, cfg, check)
     if not candidates:
         return []
+    check()
     by_id = classify_all(candidates, classify)
+    check()
     unsure = [
         c
         for c in candidates
         if c.splitter is not None and (c.too_wide or by_id[id(c)].max() < SURE)
     ]
-    for candidate in unsure:
+    for count, candidate in enumerate(unsure):
+        if count % CHECK_EVERY == 0:
+            check()
         candidate.split()
     parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
     if parts:
+        check()
         by_id |= classify_all(parts, classify)
     return [
         (chosen, by_id[id(chosen)])

@@ -14,7 +14,7 @@ from digits_cli.config import SegmentSettings
 from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop, stroke_width
 from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
 from digits_cli.finder.paper import colour_distance, estimate_background, ink_mask, working_rgb
-from digits_cli.finder.results import Box
+from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
 
 # Below this noise level (contrast units) crops are cut from the unblurred picture.
 CLEAN_NOISE = 0.01
@@ -100,8 +100,11 @@ class Candidate:
                     piece.field = self.field
 
 
-def find_digits(image: np.ndarray, cfg: SegmentSettings) -> list[Candidate]:
-    """Every digit-like region of ``image`` with its MNIST-style crop; never raises.
+def find_digits(
+    image: np.ndarray, cfg: SegmentSettings, check: Check = no_check
+) -> list[Candidate]:
+    """Every digit-like region of ``image`` with its MNIST-style crop; raises only what
+    ``check`` raises (it is called between the steps and in their loops).
 
     Accepts (H, W), (H, W, 1), grey+alpha, RGB or RGBA arrays of any numeric dtype; anything
     else, or a picture without digits, gives an empty list.
@@ -115,19 +118,25 @@ def find_digits(image: np.ndarray, cfg: SegmentSettings) -> list[Candidate]:
     min_height = max(4, round(cfg.min_digit_height * scale))
     if max(height, width) < min_height:
         return []
+    check()
     smooth = cv2.GaussianBlur(rgb, (3, 3), 0.7)
     background, sheet = estimate_background(smooth)
+    check()
     contrast = colour_distance(smooth, background)
     if sheet is not None:
         contrast[~sheet] = 0  # the desk around a sheet of paper
     mask, strong, noise = ink_mask(contrast, cfg.min_contrast, sheet)
     ink = label_ink(mask, strong)
-    ink, lines, fields = remove_lines(ink, mask, strong, min_height)
-    regions = find_regions(ink, lines, smooth, contrast, min_height)
+    check()
+    ink, lines, fields = remove_lines(ink, mask, strong, min_height, check)
+    check()
+    regions = find_regions(ink, lines, smooth, contrast, min_height, check)
     # Small digits keep their holes only without the blur, which is needed against noise alone.
     clean = noise < CLEAN_NOISE
     candidates = []
-    for x, y, w, h, ids in regions:
+    for count, (x, y, w, h, ids) in enumerate(regions):
+        if count % CHECK_EVERY == 0:
+            check()
         window = slice(y, y + h), slice(x, x + w)
         labels = ink.labels[window]
         own = labels == ids[0] if len(ids) == 1 else np.isin(labels, ids)
@@ -273,7 +282,12 @@ def split_column(own: np.ndarray) -> int:
 
 
 def find_regions(
-    ink: Ink, lines: np.ndarray | None, rgb: np.ndarray, contrast: np.ndarray, min_height: int
+    ink: Ink,
+    lines: np.ndarray | None,
+    rgb: np.ndarray,
+    contrast: np.ndarray,
+    min_height: int,
+    check: Check = no_check,
 ) -> list[tuple[int, int, int, int, np.ndarray]]:
     """Digit-like regions of the ink: (x, y, w, h, component ids) each.
 
@@ -295,7 +309,8 @@ def find_regions(
     def colour(index: int) -> np.ndarray:
         return ink_colour(ink, int(ids[index]), rgb, contrast)
 
-    groups = join_fragments(boxes, colour, lines)
+    check()
+    groups = join_fragments(boxes, colour, lines, check)
     height, width = ink.labels.shape
     regions = []
     for members in groups:
@@ -323,7 +338,10 @@ def ink_colour(ink: Ink, component: int, rgb: np.ndarray, contrast: np.ndarray) 
 
 
 def join_fragments(
-    boxes: np.ndarray, colour: Callable[[int], np.ndarray], lines: np.ndarray | None
+    boxes: np.ndarray,
+    colour: Callable[[int], np.ndarray],
+    lines: np.ndarray | None,
+    check: Check = no_check,
 ) -> list[np.ndarray]:
     """Group indices of components that are pieces of one digit (union-find over joined pairs).
 
@@ -352,7 +370,9 @@ def join_fragments(
             i = parent[i]
         return i
 
-    for i, j in zip(*np.nonzero(np.triu(stacked, k=1)), strict=True):
+    for count, (i, j) in enumerate(zip(*np.nonzero(np.triu(stacked, k=1)), strict=True)):
+        if count % CHECK_EVERY == 0:
+            check()
         smaller = i if heights[i] < heights[j] else j
         other = j if smaller == i else i
         # A top bar (a 5's or a 7's) no wider than a digit; a bar below is an underline.
