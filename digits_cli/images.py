@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digits_cli.errors import DigitsError
+from digits_cli.png_strips import STRIP_BYTES, reduced_png, strippable
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PilImage
@@ -39,6 +40,9 @@ EXIF_ORIENTATION = 0x0112
 QUARTER_TURNS = (5, 6, 7, 8)  # orientations whose upright picture swaps width and height
 # Modes Image.reduce works on directly.
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "CMYK")
+BAND_ROWS = 128  # rows converted to RGB at once
+# The finder's arrays at their peak, in RGB copies of its working picture (measured).
+FINDER_COPIES = 10
 
 
 class ImageTooLarge(DigitsError):
@@ -118,14 +122,23 @@ def decoded_size(picture: PilImage, max_side: int | None) -> tuple[int, int]:
 
 def reading_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> int:
     """About how many bytes reading the picture holds at its peak, from its header alone: the
-    decoder's output, then the finder's arrays (measured, bench/serve_memory.py: ~7x an RGB
-    copy at the finder's working size)."""
+    decoder's output (a large 8-bit PNG: a strip and the reduced picture, see png_strips), the
+    RGB copy handed to the finder, and the finder's arrays (~8x an RGB copy at its working
+    size). tests/test_images.py checks the estimate against the memory reading really takes.
+    """
     picture = open_picture(data, name, max_pixels)
     width, height = decoded_size(picture, max_side)
+    bands = len(picture.getbands())
     sample = 2 if picture.mode.startswith("I;16") else 4 if picture.mode in ("I", "F") else 1
-    decoded = width * height * len(picture.getbands()) * sample
+    factor = reduction((width, height), max_side)
+    reduced_pixels = math.ceil(width / factor) * math.ceil(height / factor)
+    if picture.format == "PNG" and factor >= 2 and strippable(data):
+        decoded = len(data) + 3 * STRIP_BYTES + bands * reduced_pixels
+    else:
+        decoded = width * height * bands * sample
     shrink = min(1.0, max_side / max(width, height))
-    return decoded + 7 * 3 * math.ceil(width * shrink) * math.ceil(height * shrink)
+    working_pixels = math.ceil(width * shrink) * math.ceil(height * shrink)
+    return decoded + 3 * reduced_pixels + FINDER_COPIES * 3 * working_pixels
 
 
 def decode_scaled(
@@ -146,6 +159,11 @@ def decode_scaled(
     picture = open_picture(data, name, max_pixels)  # its filter covers load() (TIFF tiles) too
     width, height = picture.size
     try:
+        factor = reduction(picture.size, max_side)
+        if picture.format == "PNG" and factor >= 2 and strippable(data):
+            small, turn = reduced_png(data, factor)  # never the whole picture in memory
+            turned = turn in QUARTER_TURNS
+            return _to_rgb(small), (height, width) if turned else (width, height)
         if decoded_size(picture, max_side) != picture.size:
             picture.draft(picture.mode, decoded_size(picture, max_side))
         turned = picture.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
@@ -161,10 +179,15 @@ def decode_scaled(
         raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
 
 
+def reduction(size: tuple[int, int], max_side: int | None) -> int:
+    """The largest integer factor that keeps ``max_side`` pixels on the longer side (1: none)."""
+    return max(1, max(size) // max_side) if max_side else 1
+
+
 def reduced(picture: PilImage, max_side: int) -> PilImage:
     """``picture`` box-reduced by the largest integer factor that keeps ``max_side`` pixels on
     its longer side (itself when there is none)."""
-    factor = max(picture.size) // max_side
+    factor = reduction(picture.size, max_side)
     if factor < 2:
         return picture
     if picture.mode.startswith("I;16"):  # 16-bit: into 32-bit, values kept
@@ -239,7 +262,7 @@ def _reason(exc: Exception) -> str:
 
 def _to_rgb(picture: PilImage) -> np.ndarray:
     """Convert a loaded PIL picture of any mode into RGB uint8, upright and flattened on white."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     ImageOps.exif_transpose(picture, in_place=True)  # no copy: the picture is ours
     mode = picture.mode
@@ -254,8 +277,24 @@ def _to_rgb(picture: PilImage) -> np.ndarray:
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
         mode in ("P", "L", "RGB", "1") and "transparency" in picture.info
     )
-    if has_alpha:
-        rgba = picture.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        picture = Image.alpha_composite(white, rgba)
-    return np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    # A band of rows at a time, into the one result: no full-size converted copies (RGBA, a
+    # white canvas, the composite, its RGB copy, the bytes numpy reads them from).
+    width, height = picture.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, BAND_ROWS):
+        band = picture.crop((0, top, width, min(height, top + BAND_ROWS)))
+        if has_alpha:
+            rgb[top : top + BAND_ROWS] = on_white(np.asarray(band.convert("RGBA")))
+        else:
+            rgb[top : top + BAND_ROWS] = np.asarray(band.convert("RGB"))
+    return rgb
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """RGBA pixels composited on opaque white into RGB, rounded as Pillow's alpha_composite
+    rounds."""
+    pixels = rgba.astype(np.uint32)
+    alpha = pixels[..., 3:]
+    # Pillow's integer blend (AlphaComposite.c) over a = 255: 7 bits of precision.
+    blended = 128 * (pixels[..., :3] * alpha + 255 * (255 - alpha)) + (0x80 << 7)
+    return ((((blended >> 8) + blended) >> 8) >> 7).astype(np.uint8)

@@ -36,7 +36,7 @@ LOAD_ERROR_ENV = "DIGITS_SERVE_LOAD_ERROR_FILE"  # where a worker leaves why its
 
 
 # glibc mallopt parameters (malloc.h) and the values serving uses; see keep_freed_memory.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 TRIM_THRESHOLD_BYTES, MMAP_THRESHOLD_BYTES = 64 << 20, 16 << 20
 
 
@@ -58,7 +58,10 @@ def keep_freed_memory() -> bool:
         return False
     trim = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     mmap = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    return bool(trim and mmap)
+    # One heap for every thread: else each picture thread keeps its own up to the trim
+    # threshold, and a worker's memory is the sum of what its threads once needed.
+    arenas = mallopt(M_ARENA_MAX, 1)
+    return bool(trim and mmap and arenas)
 
 
 def configure_process() -> None:

@@ -254,11 +254,141 @@ def test_a_large_rotated_photo_reports_its_upright_size() -> None:
     assert rgb.shape[:2] == (2000, 1000)  # 1/4 scale, then turned upright
 
 
-def test_reading_bytes_estimates_from_the_header_alone() -> None:
-    from digits_cli.images import reading_bytes
+def scribbled(mode: str, size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """A picture in ``mode`` with noise (so every PNG row filter is used) and thick strokes."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    rgba = rng.integers(200, 256, (height, width, 4), dtype=np.uint8)
+    rgba[..., 3] = rng.choice(np.array([0, 90, 255], np.uint8), (height, width))
+    for _ in range(30):
+        x, y = rng.integers(0, width - 40), rng.integers(0, height - 40)
+        rgba[y : y + 40, x : x + 8] = (20, 20, 60, 255)
+    picture = Image.fromarray(rgba, "RGBA")
+    if mode == "P":
+        return picture.convert("RGB").quantize(32)
+    if mode == "PA":  # a palette with a transparent entry
+        palette = picture.convert("RGB").quantize(32)
+        palette.info["transparency"] = 0
+        return palette
+    return picture.convert(mode)
 
-    data = png_header_claiming(6300, 6300)  # RGB by its header; the pixels are not there
-    assert reading_bytes(data, "big.png", LIMIT, 2000) == 6300 * 6300 * 3 + 7 * 3 * 2000 * 2000
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB", "L", "LA", "P", "PA"])
+def test_a_large_png_decoded_strip_by_strip_gives_the_pixels_of_a_whole_decode(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digits_cli import images, png_strips
+
+    data = encoded(scribbled(mode, (701, 433)), "PNG")
+    assert png_strips.strippable(data)
+    monkeypatch.setattr(png_strips, "STRIP_BYTES", 9_000)  # many strips, a row above each
+    monkeypatch.setattr(png_strips, "INFLATE_STEP", 1_000)
+    stripped, size = images.decode_scaled(data, "a.png", LIMIT, max_side=200)
+    monkeypatch.setattr(images, "strippable", lambda data: False)
+    whole, whole_size = images.decode_scaled(data, "a.png", LIMIT, max_side=200)
+    assert size == whole_size == (701, 433)
+    assert stripped.shape == whole.shape == (145, 234, 3)  # reduced by 3
+    np.testing.assert_array_equal(stripped, whole)
+
+
+def test_a_large_png_read_strip_by_strip_keeps_its_exif_orientation() -> None:
+    from digits_cli.images import decode_scaled
+
+    source = scribbled("RGB", (900, 300))
+    exif = source.getexif()
+    exif[0x0112] = 6  # stored sideways
+    buffer = io.BytesIO()
+    source.save(buffer, "PNG", exif=exif)
+    rgb, size = decode_scaled(buffer.getvalue(), "turned.png", LIMIT, max_side=300)
+    assert size == (300, 900)
+    assert rgb.shape == (300, 100, 3)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.7, 0.999])
+def test_a_large_png_cut_short_is_one_unreadable_error(cut: float) -> None:
+    from digits_cli.images import decode_scaled
+
+    data = encoded(scribbled("RGB", (1200, 900)), "PNG")
+    with pytest.raises(UnreadableImage, match=r"^a\.png: (truncated or corrupt|corrupt picture)"):
+        decode_scaled(data[: int(cut * len(data))], "a.png", LIMIT, max_side=300)
+
+
+def test_a_large_png_with_broken_pixel_data_is_one_unreadable_error() -> None:
+    from digits_cli.images import decode_scaled
+
+    data = bytearray(encoded(scribbled("RGB", (1200, 900)), "PNG"))
+    start = data.index(b"IDAT") + 4
+    data[start + 100 : start + 400] = bytes(300)  # the zlib stream no longer inflates
+    with pytest.raises(UnreadableImage, match=r"^a\.png: truncated or corrupt picture"):
+        decode_scaled(bytes(data), "a.png", LIMIT, max_side=300)
+
+
+# Measures, in a fresh interpreter, how far reading a picture file raises the peak memory.
+PEAK_OF_READING = """
+import sys
+import numpy as np
+from digits_cli.config import SegmentSettings
+from digits_cli.finder import find_digits
+from digits_cli.images import decode_scaled, reading_bytes
+from digits_cli.serving import configure_process
+
+def peak():
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+configure_process()
+segment = SegmentSettings()
+find_digits(np.full((300, 300, 3), 250, np.uint8), segment)  # libraries warmed up
+data = open(sys.argv[1], "rb").read()
+before = peak()
+picture, _ = decode_scaled(data, "x", segment.max_pixels, segment.max_side)
+find_digits(picture, segment)
+print(peak() - before, reading_bytes(data, "x", segment.max_pixels, segment.max_side))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize(
+    ("name", "mode", "size", "fmt"),
+    [
+        ("rgba.png", "RGBA", (6300, 6300), "PNG"),  # the issue's picture: strip by strip
+        ("photo.jpg", "RGB", (6000, 4500), "JPEG"),  # at 1/2 scale, draft mode
+        ("sixteen.png", "I;16", (4000, 3000), "PNG"),  # 16-bit: decoded whole
+    ],
+)
+def test_the_memory_reading_takes_stays_within_its_estimate(
+    name: str, mode: str, size: tuple[int, int], fmt: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from PIL import ImageDraw
+
+    canvas = Image.new("RGBA" if mode == "RGBA" else "L", size, 0 if mode == "RGBA" else 235)
+    draw = ImageDraw.Draw(canvas)
+    for k in range(40):  # digit-sized rings
+        x, y = 150 * (k % 8) + 100, 800 * (k // 8) + 100
+        draw.ellipse(
+            (x, y, x + 200, y + 300), outline=(20, 20, 20, 255) if mode == "RGBA" else 20, width=24
+        )
+    if mode == "I;16":
+        canvas = Image.fromarray(np.asarray(canvas).astype(np.uint16) * 257)
+    elif mode == "RGB":
+        canvas = canvas.convert("RGB")
+    path = tmp_path / name
+    canvas.save(path, fmt)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_OF_READING, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    measured, estimated = (int(v) for v in result.stdout.split())
+    assert measured <= estimated  # what serve.decode_budget_bytes holds back covers it
+    assert estimated <= 2 * measured + 20_000_000  # and it is an estimate, not a refusal
+    if name == "rgba.png":  # 159 MB decoded whole: read here without ever holding that
+        assert measured < 150_000_000
 
 
 def test_pictures_decode_right_on_several_threads_at_once_whatever_the_warning_filters() -> None:

@@ -1,0 +1,193 @@
+"""Decoding a large PNG a strip of rows at a time, each strip box-reduced as soon as it is decoded.
+
+PNG has no reduced decoding (JPEG's draft mode), so Pillow decodes a 6300x6300 RGBA PNG into
+159 MB before anything can shrink it, however small the file. Here the compressed rows are
+inflated a bounded piece at a time; each strip of rows is decoded by Pillow itself (as a small
+PNG holding those rows, the row above them stored unfiltered so the strip's filters resolve)
+and reduced by the same integer factor as :func:`images.reduced`, giving the same pixels with
+only a strip and the reduced picture in memory.
+
+Only 8-bit, non-interlaced PNGs are decoded this way (grey, grey+alpha, RGB, RGBA, palette:
+:func:`strippable`); the caller decodes others whole.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PilImage
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Raw (filtered) bytes of one strip, and the most a piece of compressed data inflates to at once.
+STRIP_BYTES = 1_000_000
+INFLATE_STEP = 256_000
+CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type, at 8 bits per sample
+# Chunks a strip needs to decode as the picture does (palette, transparency).
+STRIP_CHUNKS = (b"PLTE", b"tRNS")
+EXIF_ORIENTATION = 0x0112
+
+
+class Header:
+    """The PNG's IHDR fields that matter here."""
+
+    def __init__(self, body: bytes) -> None:
+        if len(body) != 13:
+            raise ValueError("bad IHDR chunk")
+        fields = struct.unpack(">IIBBBBB", body)
+        self.width, self.height, self.depth, self.colour, _, _, self.interlace = fields
+
+    @property
+    def strippable(self) -> bool:
+        return self.depth == 8 and self.interlace == 0 and self.colour in CHANNELS
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * CHANNELS[self.colour]
+
+    def with_height(self, height: int) -> bytes:
+        fields = (self.width, height, self.depth, self.colour, 0, 0, 0)
+        return struct.pack(">IIBBBBB", *fields)
+
+
+def strippable(data: bytes) -> bool:
+    """Whether the PNG's header (its first chunk) is one :func:`reduced_png` decodes."""
+    if not data.startswith(SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 29:
+        return False
+    return Header(data[16:29]).strippable
+
+
+def chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The PNG's chunks (type, body) up to IEND, their CRCs checked (but IDAT's)."""
+    if not data.startswith(SIGNATURE):
+        raise ValueError("not a PNG")
+    at = len(SIGNATURE)
+    while at + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind = data[at + 4 : at + 8]
+        end = at + 12 + length
+        if end > len(data):
+            raise ValueError(f"truncated {kind!r} chunk")
+        body = data[at + 8 : at + 8 + length]
+        # As Pillow does: the pixel data's integrity is zlib's own checksum, not the CRC.
+        if (
+            kind != b"IDAT"
+            and zlib.crc32(kind + body) != struct.unpack(">I", data[end - 4 : end])[0]
+        ):
+            raise ValueError(f"broken {kind!r} chunk (CRC)")
+        yield kind, body
+        if kind == b"IEND":
+            return
+        at = end
+    raise ValueError("truncated PNG (no IEND)")
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def inflated(pieces: list[bytes]) -> Iterator[bytes]:
+    """The zlib stream split over ``pieces`` (the IDAT bodies), inflated at most INFLATE_STEP
+    bytes at a time: a few hundred kB may hold a gigabyte of rows."""
+    inflater = zlib.decompressobj()
+    for piece in pieces:
+        while piece:
+            yield inflater.decompress(piece, INFLATE_STEP)
+            piece = inflater.unconsumed_tail
+    yield inflater.flush()
+
+
+def orientation(exif: bytes | None) -> int:
+    """The EXIF orientation (1: upright) an eXIf chunk gives."""
+    if not exif:
+        return 1
+    from PIL import Image
+
+    found = Image.Exif()
+    found.load(exif)
+    value = found.get(EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) else 1
+
+
+def reduced_png(data: bytes, factor: int) -> tuple[PilImage, int]:
+    """The PNG box-reduced by ``factor`` (as images.reduced would, from the whole picture) and
+    its EXIF orientation, decoded a strip at a time (see :func:`strippable`)."""
+    from PIL import Image
+
+    header: Header | None = None
+    extra: list[bytes] = []
+    pieces: list[bytes] = []
+    exif: bytes | None = None
+    for kind, body in chunks(data):
+        if kind == b"IHDR":
+            header = Header(body)
+            if not header.strippable:
+                raise ValueError("not an 8-bit, non-interlaced PNG")
+        elif kind in STRIP_CHUNKS and not pieces:
+            extra.append(chunk(kind, body))
+        elif kind == b"eXIf":
+            exif = body
+        elif kind == b"IDAT":
+            pieces.append(body)
+    if header is None or not pieces:
+        raise ValueError("no IHDR or IDAT chunk")
+    row = header.row_bytes + 1  # each row starts with its filter type
+    rows_per_strip = max(factor, STRIP_BYTES // row // factor * factor)
+    out: PilImage | None = None
+    above: bytes | None = None  # the row above the next strip, unfiltered
+    done = 0
+    pending = bytearray()
+    for piece in inflated(pieces):
+        pending += piece
+        while done < header.height:
+            rows = min(rows_per_strip, header.height - done)
+            if len(pending) < rows * row:
+                break
+            filtered = bytes(pending[: rows * row])
+            strip, above = decode_strip(header, extra, above, filtered, rows, factor)
+            del pending[: rows * row]
+            if out is None:
+                size = (-(-header.width // factor), -(-header.height // factor))
+                out = Image.new(strip.mode, size)
+                if "transparency" in strip.info:  # grey or RGB with one transparent colour
+                    out.info["transparency"] = strip.info["transparency"]
+            out.paste(strip, (0, done // factor))
+            done += rows
+    if out is None or done < header.height:
+        raise ValueError(f"truncated PNG ({done} of {header.height} rows)")
+    if exif is not None:
+        out.info["exif"] = exif
+    return out, orientation(exif)
+
+
+def decode_strip(
+    header: Header, extra: list[bytes], above: bytes | None, filtered: bytes, rows: int, factor: int
+) -> tuple[PilImage, bytes]:
+    """``rows`` filtered rows decoded by Pillow and reduced by ``factor``, and their last row
+    unfiltered (for the next strip)."""
+    from PIL import Image
+
+    from digits_cli.images import REDUCIBLE_MODES
+
+    lead = b"\x00" + above if above is not None else b""
+    png = b"".join(
+        [
+            SIGNATURE,
+            chunk(b"IHDR", header.with_height(rows + (above is not None))),
+            *extra,
+            chunk(b"IDAT", zlib.compress(lead + filtered, 0)),
+            chunk(b"IEND", b""),
+        ]
+    )
+    strip: PilImage = Image.open(io.BytesIO(png), formats=["PNG"])
+    strip.load()
+    last = strip.crop((0, strip.height - 1, strip.width, strip.height)).tobytes()
+    if above is not None:
+        strip = strip.crop((0, 1, strip.width, strip.height))
+    if strip.mode not in REDUCIBLE_MODES:  # palette: into a mode reduce takes, as images.reduced
+        strip = strip.convert("RGBA" if "transparency" in strip.info else "RGB")
+    return strip.reduce(factor), last
