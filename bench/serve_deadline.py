@@ -2,7 +2,7 @@
 whether the request after it is served at once (the worker having dropped the slow work).
 
 First, in this process: cluttered ruled pages (rules at a random pitch and tilt joined by a
-margin line, and hundreds of small ink marks: loops, strokes, blots, specks; made here with
+margin line, and thousands of small ink marks: loops, strokes, blots, specks; made here with
 OpenCV, a new layout, size and count for every seed) are read on one thread as a `digits serve`
 worker reads them, timing decode, find and the first classification batch, and, for the page
 sent, the calls find_digits makes itself (cProfile), which says where a deadline check inside
@@ -98,7 +98,7 @@ def pages(seeds: int) -> dict[str, bytes]:
     for seed in range(seeds):
         rng = np.random.default_rng(1000 + seed)
         side = int(rng.choice([1600, 1800, 2000]))
-        blobs = int(rng.integers(300, 1200))
+        blobs = int(rng.integers(3000, 9000))
         name = f"seed {seed}: {side}x{side}, ruled, {blobs} marks"
         found[name] = cluttered_page(1000 + seed, side, blobs, ruled=True)
     return found

@@ -41,7 +41,6 @@ def find_fields(
 ) -> tuple[list[Run], list[Run], list[Box]]:
     """The walls and ticks of form fields, the fields' horizontal lines, and each field's box
     (x, y, w, h at working resolution: where its digits are written)."""
-    import cv2
 
     # A field's line is long for the ink it holds (two cells at least), or spans the page
     # (squared paper); a digit's stroke is neither.
@@ -65,8 +64,15 @@ def find_fields(
     uprights = thin_runs(ink, without, (shortest, 1), owners, elongation=3)
     if not uprights:
         return [], [], []
-    # Grown by REACH so ends just short of a line still meet it.
-    grown = cv2.dilate(index.astype(np.float32), np.ones((2 * REACH + 1, 2 * REACH + 1)))
+
+    def line_at(row: int, cols: slice) -> int:
+        """The line (index + 1, 0: none) within REACH of a row's columns, so ends just short of
+        a line still meet it (what dilating the index map would give there, at that point)."""
+        near = index[
+            max(0, row - REACH) : row + REACH + 1, max(0, cols.start - REACH) : cols.stop + REACH
+        ]
+        return int(near.max()) if near.size else 0
+
     # A line's thickness as its area over its length (a slightly tilted line's columns are
     # thinner than it); a pen line of at least two pixels, blur and all.
     thickness = [max(2.0, run.inside.sum() / run.inside.shape[1]) for run in across]
@@ -77,8 +83,8 @@ def find_fields(
         if count % CHECK_EVERY == 0:
             check()
         rows, cols = upright.window
-        top = int(grown[rows.start, cols].max())
-        bottom = int(grown[rows.stop - 1, cols].max())
+        top = line_at(rows.start, cols)
+        bottom = line_at(rows.stop - 1, cols)
         base = bottom or top
         if not base:
             continue

@@ -158,22 +158,28 @@ def join_rows(chains: list[list[int]], boxes: np.ndarray, slope: float) -> list[
 
     rows = sorted(chains, key=lambda chain: -len(chain))
     merged: list[list[int]] = []
+    # Each merged row's band and span, kept beside it (recomputed only when it grows).
+    bands: list[tuple[float, float]] = []
+    spans: list[tuple[float, float]] = []
     for chain in rows:
         chain_top, chain_bottom = band(chain)
         chain_left, chain_right = span(chain)
-        best, best_overlap = None, 0.5
-        for row in merged:
-            row_top, row_bottom = band(row)
+        best, best_overlap = -1, 0.5
+        for index, ((row_top, row_bottom), (row_left, row_right)) in enumerate(
+            zip(bands, spans, strict=True)
+        ):
             shared = min(chain_bottom, row_bottom) - max(chain_top, row_top)
             overlap = shared / max(1.0, min(chain_bottom - chain_top, row_bottom - row_top))
-            row_left, row_right = span(row)
             apart = chain_left >= row_right - 1 or chain_right <= row_left + 1
             if apart and overlap >= best_overlap:
-                best, best_overlap = row, overlap
-        if best is None:
+                best, best_overlap = index, overlap
+        if best < 0:
             merged.append(list(chain))
+            bands.append((chain_top, chain_bottom))
+            spans.append((chain_left, chain_right))
         else:
-            best.extend(chain)
+            merged[best].extend(chain)
+            bands[best], spans[best] = band(merged[best]), span(merged[best])
     for row in merged:
         row.sort(key=lambda i: cx[i])
     merged.sort(key=lambda row: statistics.median((top[row] + bottom[row]) / 2))

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from digits_cli.finder.crop import SQUARE_3, median, quantile
+from digits_cli.finder.results import Check, no_check
 
 # Long side of the thumbnail on which the background is estimated (backgrounds vary slowly),
 # and the window wiping out strokes there: wider than the boldest stroke of a digit as tall as
@@ -25,6 +26,7 @@ SHEET_BORDER = 0.1
 NOISE_SAMPLES = 20_000
 # Weights summing squared 8-bit channel differences so that black on white comes to 1.
 CHANNEL_WEIGHTS = np.full((1, 3), 1 / (3 * 255**2), np.float32)
+DISTANCE_ROWS = 256  # rows of colour distance worked out at once
 
 
 def working_rgb(image: Any, max_side: int) -> tuple[np.ndarray | None, float]:
@@ -263,13 +265,25 @@ def polarity_balance(counts: np.ndarray, departures: np.ndarray) -> np.ndarray:
     return (darker - lighter) / np.maximum(darker + lighter, 1e-9)
 
 
-def colour_distance(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """Euclidean RGB distance per pixel (float32), scaled so black on white is 1."""
+def colour_distance(rgb: np.ndarray, background: np.ndarray, check: Check = no_check) -> np.ndarray:
+    """Euclidean RGB distance per pixel (float32), scaled so black on white is 1.
+
+    A band of rows at a time, ``check`` called before each: the float temporaries stay small
+    (a 2000x2000 page's were 64 MB) and a deadline is noticed within the step.
+    """
     import cv2
 
-    difference = cv2.absdiff(rgb, background)
-    squared = cv2.multiply(difference, difference, dtype=cv2.CV_32F)
-    return cv2.sqrt(cv2.transform(squared, CHANNEL_WEIGHTS))
+    height = rgb.shape[0]
+    distance = np.empty(rgb.shape[:2], np.float32)
+    for top in range(0, height, DISTANCE_ROWS):
+        check()
+        rows = slice(top, min(height, top + DISTANCE_ROWS))
+        difference = cv2.absdiff(rgb[rows], background[rows])
+        squared = cv2.multiply(difference, difference, dtype=cv2.CV_32F)
+        distance[rows] = cv2.sqrt(cv2.transform(squared, CHANNEL_WEIGHTS)).reshape(
+            difference.shape[:2]
+        )
+    return distance
 
 
 def ink_mask(

@@ -32,6 +32,9 @@ HAIR_STROKE = 0.35
 HAIR_STRENGTH = 0.75
 STROKE_SAMPLE = 15
 BAR_HEIGHT = 0.35
+# Crops classified at once: a page of hundreds of regions is classified in a few batches, so a
+# deadline is noticed between them.
+CLASSIFY_BATCH = 64
 
 
 def read_digits(
@@ -77,8 +80,7 @@ def read_candidates(
     candidates = find_digits(image, cfg, check)
     if not candidates:
         return []
-    check()
-    by_id = classify_all(candidates, classify)
+    by_id = classify_all(candidates, classify, check)
     check()
     unsure = [
         c
@@ -91,8 +93,7 @@ def read_candidates(
         candidate.split()
     parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
     if parts:
-        check()
-        by_id |= classify_all(parts, classify)
+        by_id |= classify_all(parts, classify, check)
     return [
         (chosen, by_id[id(chosen)])
         for candidate in candidates
@@ -177,11 +178,19 @@ def has_neighbour(boxes: np.ndarray, index: int) -> bool:
 
 
 def classify_all(
-    candidates: list[Candidate], classify: Callable[[np.ndarray], np.ndarray]
+    candidates: list[Candidate],
+    classify: Callable[[np.ndarray], np.ndarray],
+    check: Check = no_check,
 ) -> dict[int, np.ndarray]:
-    """Probabilities (float64) of every candidate, in one batch, by the candidate's id."""
-    probabilities = np.asarray(classify(np.stack([c.crop for c in candidates])), dtype=np.float64)
-    return {id(c): row for c, row in zip(candidates, probabilities, strict=True)}
+    """Probabilities (float64) of every candidate by the candidate's id, in batches of at most
+    CLASSIFY_BATCH (one for most pictures), ``check`` called before each."""
+    found: dict[int, np.ndarray] = {}
+    for start in range(0, len(candidates), CLASSIFY_BATCH):
+        check()
+        batch = candidates[start : start + CLASSIFY_BATCH]
+        probabilities = np.asarray(classify(np.stack([c.crop for c in batch])), dtype=np.float64)
+        found |= {id(c): row for c, row in zip(batch, probabilities, strict=True)}
+    return found
 
 
 def with_parts(candidate: Candidate) -> list[Candidate]:
