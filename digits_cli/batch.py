@@ -190,17 +190,19 @@ def read_files(
     One file, or one job, reads in this process. Workers receive the loaded model (its ONNX
     bytes) when they start, so a registry model is downloaded once.
     """
+    import cv2
+
+    # One OpenCV thread per reading process: its pool gains nothing on a picture's small images
+    # (bench/read_speed.py --threads 2 is no faster), and the parallelism is across files. Set
+    # before any fork: a forked child calling cv2.setNumThreads hangs when its parent had used
+    # OpenCV's pool.
+    cv2.setNumThreads(1)
     jobs = min(jobs or available_cores(), len(files))
     if jobs <= 1:
         reader = DigitReader(model, segment)
         for path in files:
             yield read_one(reader, path)
         return
-    import cv2
-
-    # The parallelism is across files: one OpenCV thread per worker. Set here, before the fork:
-    # a forked child calling cv2.setNumThreads hangs when its parent had used OpenCV's pool.
-    cv2.setNumThreads(1)
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(
