@@ -197,6 +197,13 @@ def read_files(
     # before any fork: a forked child calling cv2.setNumThreads hangs when its parent had used
     # OpenCV's pool.
     cv2.setNumThreads(1)
+    if len(files) > 1:
+        # Keep freed memory for the next picture: returning it to the kernel after each one
+        # made every picture pay its page faults again (sys time 1.2-1.9 s instead of 0.3 s
+        # over 40 scanned forms).
+        from digits_cli.memory import keep_freed_memory
+
+        keep_freed_memory()
     jobs = min(jobs or available_cores(), len(files))
     if jobs <= 1:
         reader = DigitReader(model, segment)

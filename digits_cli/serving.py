@@ -22,6 +22,7 @@ from uvicorn.supervisors import Multiprocess
 
 from digits_cli.config import Settings, load_settings
 from digits_cli.errors import DigitsError
+from digits_cli.memory import keep_freed_memory
 from digits_cli.server import MULTIPROC_ENV, create_app
 
 if TYPE_CHECKING:
@@ -33,35 +34,6 @@ LOAD_ERROR_ENV = "DIGITS_SERVE_LOAD_ERROR_FILE"  # where a worker leaves why its
 
 
 # --- running it ------------------------------------------------------------------------------
-
-
-# glibc mallopt parameters (malloc.h) and the values serving uses; see keep_freed_memory.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-TRIM_THRESHOLD_BYTES, MMAP_THRESHOLD_BYTES = 64 << 20, 16 << 20
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed memory for the next picture instead of returning it to the kernel.
-
-    A picture allocates a few MB of arrays and frees them. In the server glibc gave those pages
-    back after each request (trim) or served them from fresh mmaps, so every request paid page
-    faults for zeroed pages again: 21.4 instead of 16.3 ms of CPU per 640x480 picture. Higher
-    fixed thresholds keep up to 64 MB of freed heap. Without glibc (musl, macOS) nothing changes;
-    the answer says whether the thresholds were set.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError):
-        return False
-    trim = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    mmap = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    # One heap for every thread: else each picture thread keeps its own up to the trim
-    # threshold, and a worker's memory is the sum of what its threads once needed.
-    arenas = mallopt(M_ARENA_MAX, 1)
-    return bool(trim and mmap and arenas)
 
 
 def configure_process() -> None:
