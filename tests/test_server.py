@@ -374,6 +374,26 @@ def test_a_deadline_passing_while_finding_stops_the_work_before_classifying(
     assert answered < 10
 
 
+@pytest.mark.skipif(platform.system() != "Linux", reason="per-thread priorities are Linux's")
+def test_pictures_are_read_on_threads_nicer_than_the_event_loop(
+    model: LoadedModel, picture: bytes
+) -> None:
+    from digits_cli.admission import PICTURE_NICENESS
+
+    niceness = []
+
+    def recording(crops: np.ndarray) -> np.ndarray:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return model.classify(crops)
+
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    app = create_app(serve_settings(), model=LoadedModel(recording, "nice", "test", "memory"))
+    with TestClient(app) as test_client:
+        assert test_client.post("/predictions", **upload(picture)).status_code == 200
+    # Saturated cores go to /health and the 503s first: a liveness probe stays answered.
+    assert niceness and set(niceness) == {min(19, loop_niceness + PICTURE_NICENESS)}
+
+
 def test_a_request_over_the_timeout_answers_504(model: LoadedModel, picture: bytes) -> None:
     def slow_classify(crops: np.ndarray) -> np.ndarray:
         time.sleep(0.5)
