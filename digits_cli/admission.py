@@ -91,7 +91,7 @@ class BodyBudget:
 # Picture threads run this much nicer than the event loop (Linux schedules threads apart), so
 # with the cores saturated /health, /ready and a full queue's 503s still answer at once: a
 # liveness probe that times out under load gets a busy pod restarted.
-PICTURE_NICENESS = 5
+PICTURE_NICENESS = 2
 _nicer_threads: set[int] = set()
 
 
