@@ -563,3 +563,53 @@ def test_the_finder_checks_throughout_and_stops_when_its_check_raises() -> None:
         )
     assert len(calls) == 10
     assert classified == []  # stopped while finding: nothing was classified
+
+
+# --- touching digits cut at likely columns --------------------------------------------------------
+
+
+def test_cut_points_include_the_columns_where_touching_digits_meet() -> None:
+    from digits_cli.finder.regions import cut_points
+
+    own = np.zeros((40, 120), bool)
+    for left in (0, 42, 80):  # three blobs ~40 px wide, joined by 2-px bridges at 40-42, 78-80
+        own[5:35, left : left + 38] = True
+    own[18:20, 38:42] = True
+    own[18:20, 118:120] = True
+    own[18:20, 76:82] = True
+    points = cut_points(own)
+    assert points[0] == 0 and points[-1] == 120
+    assert any(38 <= p <= 42 for p in points) and any(76 <= p <= 82 for p in points)
+
+
+def test_the_surest_row_of_pieces_is_chosen_by_its_weakest_piece() -> None:
+    from digits_cli.finder.reading import best_cut
+    from digits_cli.finder.regions import Candidate
+
+    crop = np.zeros((28, 28), np.float32)
+    confidence = {(0, 40): 0.95, (40, 80): 0.9, (0, 30): 0.99, (30, 80): 0.3, (40, 120): 0.2}
+    confidence |= {(80, 120): 0.85, (30, 120): 0.97}
+    pieces = {columns: Candidate((columns[0], 0, 10, 10), crop) for columns in confidence}
+    by_id = {}
+    for columns, sure in confidence.items():
+        row = np.full(10, (1 - sure) / 9)
+        row[3] = sure
+        by_id[id(pieces[columns])] = row
+    chosen = best_cut(pieces, by_id)
+    # 0-30-120 is weakest at 0.97, surer than 0-40-80-120 (0.85): two pieces, not three.
+    assert [piece.box[0] for piece in chosen] == [0, 30]
+    del pieces[30, 120]
+    assert [piece.box[0] for piece in best_cut(pieces, by_id)] == [0, 40, 80]
+    assert best_cut({}, by_id) == []
+
+
+def test_cut_parts_lose_the_slivers_of_their_neighbours_but_keep_their_own_strokes() -> None:
+    from digits_cli.finder.regions import without_slivers
+
+    piece = np.zeros((40, 30), bool)
+    piece[10:38, 8:22] = True  # the digit's body
+    piece[2:5, 10:20] = True  # its own top bar, apart (a 5's)
+    piece[20:24, 0:3] = True  # the neighbour's stroke, cut off at the left edge
+    kept = without_slivers(piece)
+    assert kept[10:38, 8:22].all() and kept[2:5, 10:20].all()
+    assert not kept[20:24, 0:3].any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -15,6 +16,8 @@ from digits_cli.finder.results import CHECK_EVERY, Check, Digit, Reading, no_che
 SURE = 0.9
 # Every piece of a region too wide for one digit is read this surely, or none is kept.
 WIDE_SURE = 0.5
+# A region read as the surest row of pieces between likely cut columns: its weakest piece this sure.
+CUT_SURE = 0.8
 # The page's digits, to judge clutter by, are the regions read this surely.
 REFERENCE_CONFIDENCE = 0.8
 # Clutter: ink fainter than this share of the page's digits; a solid blob (its strong ink
@@ -91,9 +94,15 @@ def read_candidates(
         if count % CHECK_EVERY == 0:
             check()
         candidate.split()
+    # Several touching digits: also pieces between likely cut columns, read as the surest row.
+    lattices = {id(c): c.cutter() for c in unsure if c.cutter is not None}
     parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
+    parts += [piece for pieces in lattices.values() for piece in pieces.values()]
     if parts:
         by_id |= classify_all(parts, classify, check)
+    for candidate in unsure:
+        way = best_cut(lattices.get(id(candidate), {}), by_id)
+        surest(candidate, [way] if way else [], by_id)
     return [
         (chosen, by_id[id(chosen)])
         for candidate in candidates
@@ -191,6 +200,49 @@ def classify_all(
         probabilities = np.asarray(classify(np.stack([c.crop for c in batch])), dtype=np.float64)
         found |= {id(c): row for c, row in zip(batch, probabilities, strict=True)}
     return found
+
+
+def best_cut(
+    pieces: dict[tuple[int, int], Candidate], by_id: dict[int, np.ndarray]
+) -> list[Candidate]:
+    """The row of two or more ``pieces`` (keyed by their columns) spanning the region whose
+    weakest piece is read surest, ties to the surer product; none if there is no such row."""
+    if not pieces:
+        return []
+    end = max(right for _, right in pieces)
+    # best[column]: (weakest confidence, sum of log confidences, pieces) of a row up to it.
+    best: dict[int, tuple[float, float, list[Candidate]]] = {0: (1.0, 0.0, [])}
+    for left, right in sorted(pieces, key=lambda columns: (columns[1], columns[0])):
+        if left not in best:
+            continue
+        confidence = float(by_id[id(pieces[left, right])].max())
+        weakest, logs, row = best[left]
+        found = (
+            min(weakest, confidence),
+            logs + math.log(max(confidence, 1e-9)),
+            [*row, pieces[left, right]],
+        )
+        if right not in best or found[:2] > best[right][:2]:
+            best[right] = found
+    row = best.get(end, (0.0, 0.0, []))[2]
+    return row if len(row) >= 2 else []
+
+
+def surest(candidate: Candidate, ways: list[list[Candidate]], by_id: dict[int, np.ndarray]) -> None:
+    """Read a region of touching digits as the surest of its even cuts (``ways``) when that is
+    surer than its halving: the cut's parts replace its parts."""
+    _, halved = choose_reading(candidate, by_id)
+    # Many rows of pieces were tried: the surest must be sure enough on its own too, else one
+    # of them passes by chance (a scribble or a box's remains read as digits).
+    best, best_weakest = None, max(halved, CUT_SURE)
+    for way in ways:
+        weakest = min(float(by_id[id(part)].max()) for part in way)
+        if weakest > best_weakest and not any(part.too_wide for part in way):
+            best, best_weakest = way, weakest
+    if best is not None:
+        for part in best:
+            part.field = candidate.field
+        candidate.parts = best
 
 
 def with_parts(candidate: Candidate) -> list[Candidate]:

@@ -26,6 +26,16 @@ MAX_SPLIT_DEPTH = 2
 # beyond MAX_WIDTH_RATIO it is read only split, down to this depth (eight parts at most).
 MAX_TOUCHING_WIDTH = 6.0
 WIDE_SPLIT_DEPTH = 3
+# Touching digits are also cut at likely columns (see cut_points): where even cuts into up to
+# this many parts of these widths (shares of the height) would fall, and the deepest minima
+# of the ink profile; pieces between them are this wide.
+MAX_CUT_PARTS = 8
+CUT_PITCH = (0.4, 1.0)
+MAX_MINIMA = 8
+PIECE_WIDTH = (0.2, 1.1)
+CUT_FROM = 1.5  # regions this many times wider than tall (one wide digit rarely is)
+# Ink on a cut part's edge smaller than this share of its largest piece is a neighbour's.
+SLIVER = 0.3
 # A split part is at least this share of its region's height (less is a sliver of a stroke).
 MIN_PART = 0.55
 # Ink along this share of every side of its box is a box.
@@ -84,6 +94,11 @@ class Candidate:
     parts: list[Candidate] = field(default_factory=list)
     # For a wide region, makes those parts, each already split in turn (see split).
     splitter: Callable[[], list[Candidate]] | None = field(default=None, repr=False, compare=False)
+    # For a region of several touching digits: pieces between likely cut columns, by their
+    # columns (see cut_points); reading.best_cut reads it as the surest row of them.
+    cutter: Callable[[], dict[tuple[int, int], Candidate]] | None = field(
+        default=None, repr=False, compare=False
+    )
     # The printed form field it is written in (digits of one field are one number), or -1.
     field: int = -1
     # Wider than any digit: digits touching, read only split.
@@ -196,7 +211,7 @@ def make_candidate(
     candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image))
     candidate.too_wide = w > MAX_WIDTH_RATIO * h
     candidate.scale = scale
-    if depth == 0 and candidate.too_wide:
+    if depth == 0 and w > CUT_FROM * h:
         max_depth = WIDE_SPLIT_DEPTH
     if depth < max_depth and w > SPLIT_FROM * h and w >= 4:
 
@@ -222,6 +237,28 @@ def make_candidate(
             return parts
 
         candidate.splitter = split
+    if depth == 0 and w > CUT_FROM * h:
+
+        def cut() -> dict[tuple[int, int], Candidate]:
+            pieces = {}
+            points = cut_points(own)
+            for start, left_edge in enumerate(points):
+                for right_edge in points[start + 1 :]:
+                    span = right_edge - left_edge
+                    if not PIECE_WIDTH[0] * h <= span <= PIECE_WIDTH[1] * h or span == w:
+                        continue
+                    piece = np.zeros_like(own)
+                    piece[:, left_edge:right_edge] = without_slivers(own[:, left_edge:right_edge])
+                    part = make_candidate(
+                        contrast, piece, (x, y), scale, image, min_height, max_depth, max_depth
+                    )
+                    if part is not None and part.box[3] * scale >= max(
+                        min_height / 2, MIN_PART * h
+                    ):
+                        pieces[left_edge, right_edge] = part
+            return pieces
+
+        candidate.cutter = cut
     return candidate
 
 
@@ -273,6 +310,51 @@ def strong_core(
     area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
     _, _, w, h = cv2.boundingRect(points)
     return float(np.count_nonzero(core)) / area, h / own.shape[0], w / max(1, h)
+
+
+def cut_points(own: np.ndarray) -> list[int]:
+    """Columns where touching digits may meet, the region's ends included: where even cuts into
+    k parts would fall (moved to the column with least ink within a third of a part's width),
+    for the k its width allows (a digit 0.4-1.0 times as wide as tall), and the deepest local
+    minima of its ink profile."""
+    height, width = own.shape
+    profile = np.convolve(own.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
+    points = {0, width}
+    for count in range(2, MAX_CUT_PARTS + 1):
+        pitch = width / count
+        if not CUT_PITCH[0] * height <= pitch <= CUT_PITCH[1] * height:
+            continue
+        for index in range(1, count):
+            centre = index * pitch
+            low, high = max(1, int(centre - pitch / 3)), min(width - 1, int(centre + pitch / 3) + 1)
+            bias = 0.1 * height * np.abs(np.arange(low, high) - centre) / pitch
+            points.add(low + int(np.argmin(profile[low:high] + bias)))
+    inner = profile[2:-2]
+    minima = (
+        np.flatnonzero((inner <= profile[1:-3]) & (inner <= profile[3:-1]) & (inner < profile[:-4]))
+        + 2
+    )
+    deepest = minima[np.argsort(profile[minima], kind="stable")[:MAX_MINIMA]]
+    points.update(int(column) for column in deepest)
+    return sorted(points)
+
+
+def without_slivers(piece: np.ndarray) -> np.ndarray:
+    """A part cut from touching digits without the bits of its neighbours' strokes the cut left
+    in it: small pieces of ink on its left or right edge."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        piece.view(np.uint8), None, None, None, 8
+    )
+    if count <= 2:
+        return piece
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    left = stats[1:, cv2.CC_STAT_LEFT]
+    right = left + stats[1:, cv2.CC_STAT_WIDTH]
+    on_edge = (left == 0) | (right == piece.shape[1])
+    sliver = on_edge & (areas < SLIVER * areas.max())
+    return piece & ~np.isin(labels, np.flatnonzero(sliver) + 1)
 
 
 def split_column(own: np.ndarray) -> int:
