@@ -569,7 +569,7 @@ def test_the_finder_checks_throughout_and_stops_when_its_check_raises() -> None:
 
 
 def test_cut_points_include_the_columns_where_touching_digits_meet() -> None:
-    from digits_cli.finder.regions import cut_points
+    from digits_cli.finder.touching import cut_points
 
     own = np.zeros((40, 120), bool)
     for left in (0, 42, 80):  # three blobs ~40 px wide, joined by 2-px bridges at 40-42, 78-80
@@ -604,7 +604,7 @@ def test_the_surest_row_of_pieces_is_chosen_by_its_weakest_piece() -> None:
 
 
 def test_cut_parts_lose_the_slivers_of_their_neighbours_but_keep_their_own_strokes() -> None:
-    from digits_cli.finder.regions import without_slivers
+    from digits_cli.finder.touching import without_slivers
 
     piece = np.zeros((40, 30), bool)
     piece[10:38, 8:22] = True  # the digit's body

@@ -14,13 +14,15 @@ model is needed here. The pipeline, at a working resolution of at most ``segment
    into components once; long thin straight lines (rules, underlines, margins) are cut out,
    judged by the pieces of ink touching them, while a lone bar of a digit's size stays (it is a
    1); printed form fields (boxes, combs, squared paper) are cut out whole, walls and all;
-4. regions (``regions``): fragments of one digit (same colour, stacked closely) joined; regions
-   too wide for a digit kept as digits touching, to be read split;
+4. regions (``regions``, ``touching``): fragments of one digit (same colour, stacked closely)
+   joined; regions too wide for a digit kept as digits touching, to be read split in halves or
+   cut at the columns where touching digits likely meet;
 5. each digit (``crop``): its own ink, scaled so its strokes are as thick as MNIST's, fitted in
    20x20 keeping the aspect ratio, anti-aliased, and centred by centre of mass in 28x28;
-6. reading (``reading``, ``order``): classified in one batch (unsure wide regions split and read
-   again), clutter judged against the page's own digits (faint, blobs, specks, hairs, boxes,
-   bars cut by the border), then rows followed as chains of neighbours on the page's slope.
+6. reading (``reading``, ``looks``, ``order``): classified in one batch (unsure wide regions
+   split and read again), clutter judged against the page's own digits (faint, blobs, specks,
+   hairs, boxes, bars cut by the border), then rows followed as chains of neighbours on the
+   page's slope.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,10 +10,12 @@ from typing import Any
 import numpy as np
 
 from digits_cli.config import SegmentSettings
-from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop, stroke_width
+from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop
 from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
+from digits_cli.finder.looks import Looks, looks_of
 from digits_cli.finder.paper import colour_distance, estimate_background, ink_mask, working_rgb
 from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
+from digits_cli.finder.touching import PIECE_WIDTH, cut_points, split_column, without_slivers
 
 # Below this noise level (contrast units) crops are cut from the unblurred picture.
 CLEAN_NOISE = 0.01
@@ -26,54 +27,12 @@ MAX_SPLIT_DEPTH = 2
 # beyond MAX_WIDTH_RATIO it is read only split, down to this depth (eight parts at most).
 MAX_TOUCHING_WIDTH = 6.0
 WIDE_SPLIT_DEPTH = 3
-# Touching digits are also cut at likely columns (see cut_points): where even cuts into up to
-# this many parts of these widths (shares of the height) would fall, and the deepest minima
-# of the ink profile; pieces between them are this wide.
-MAX_CUT_PARTS = 8
-CUT_PITCH = (0.4, 1.0)
-MAX_MINIMA = 8
-PIECE_WIDTH = (0.2, 1.1)
 CUT_FROM = 1.5  # regions this many times wider than tall (one wide digit rarely is)
-# Ink on a cut part's edge smaller than this share of its largest piece is a neighbour's.
-SLIVER = 0.3
 # A split part is at least this share of its region's height (less is a sliver of a stroke).
 MIN_PART = 0.55
-# Ink along this share of every side of its box is a box.
-FRAMED = 0.85
 # Beyond this many components the picture is noise; the largest ones are kept.
 MAX_COMPONENTS = 400
 AREA_ROWS = 128  # rows of labels counted at once
-
-
-@dataclass
-class Looks:
-    """What a region's ink looks like, to tell digits from clutter."""
-
-    strength: float  # its ink's contrast (90th percentile), in colour distance over the paper
-    fill: float  # share of its box that is ink
-    edge: bool  # touches the picture's border
-    # Measured when asked (they cost more): its mean stroke width over its height (a blob's is
-    # ~0.5), and its strong ink's core: the share of the core's convex hull that is ink (a
-    # blob's is ~1), the core's height over the region's, and its width over its height.
-    measure_thickness: Callable[[], float] = field(default=lambda: 0.1, repr=False)
-    measure_core: Callable[[], tuple[float, float, float]] = field(
-        default=lambda: (0.5, 1.0, 0.5), repr=False
-    )
-    # Whether its ink runs along all four sides of its box (a printed box, a grid's cell).
-    measure_framed: Callable[[], bool] = field(default=lambda: False, repr=False)
-
-    @functools.cached_property
-    def framed(self) -> bool:
-        return self.measure_framed()
-
-    @functools.cached_property
-    def thickness(self) -> float:
-        return self.measure_thickness()
-
-    @functools.cached_property
-    def core(self) -> tuple[float, float, float]:
-        """Solidity, height share and aspect of the strong ink's core."""
-        return self.measure_core()
 
 
 @dataclass
@@ -260,110 +219,6 @@ def make_candidate(
 
         candidate.cutter = cut
     return candidate
-
-
-def looks_of(contrast: np.ndarray, own: np.ndarray, strength: float, box: Box, image: Any) -> Looks:
-    """How the ink ``own`` (with its ``contrast`` and ``strength``) at ``box`` of ``image``
-    looks; its stroke structure is measured only when asked."""
-    height, width = np.shape(image)[:2]
-    x, y, w, h = box
-    edge = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
-    return Looks(
-        strength,
-        float(own.mean()),
-        edge,
-        lambda: stroke_width(own) / own.shape[0],
-        lambda: strong_core(contrast, own, strength),
-        lambda: framed(own),
-    )
-
-
-def framed(own: np.ndarray) -> bool:
-    """Whether the ink ``own`` runs along nearly all of each side of its box, as a box's lines
-    do (a digit's round or open strokes leave the corners and most sides free)."""
-    if min(own.shape) < 6:
-        return False
-    band = max(2, min(own.shape) // 12)
-    sides = (
-        own[:band].any(axis=0),
-        own[-band:].any(axis=0),
-        own[:, :band].any(axis=1),
-        own[:, -band:].any(axis=1),
-    )
-    return all(side.mean() >= FRAMED for side in sides)
-
-
-def strong_core(
-    contrast: np.ndarray, own: np.ndarray, strength: float
-) -> tuple[float, float, float]:
-    """The strong ink of ``own`` (at least half its strength): the share of its convex hull it
-    fills, its height over the region's, and its width over its height."""
-    import cv2
-
-    core = (own & (contrast >= 0.5 * strength)).astype(np.uint8)
-    contours, _ = cv2.findContours(core, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return 0.0, 0.0, 0.0
-    points = np.concatenate(contours)
-    hull = cv2.convexHull(points)
-    # The hull runs through pixel centres: half a pixel of outline around it belongs to it.
-    area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
-    _, _, w, h = cv2.boundingRect(points)
-    return float(np.count_nonzero(core)) / area, h / own.shape[0], w / max(1, h)
-
-
-def cut_points(own: np.ndarray) -> list[int]:
-    """Columns where touching digits may meet, the region's ends included: where even cuts into
-    k parts would fall (moved to the column with least ink within a third of a part's width),
-    for the k its width allows (a digit 0.4-1.0 times as wide as tall), and the deepest local
-    minima of its ink profile."""
-    height, width = own.shape
-    profile = np.convolve(own.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
-    points = {0, width}
-    for count in range(2, MAX_CUT_PARTS + 1):
-        pitch = width / count
-        if not CUT_PITCH[0] * height <= pitch <= CUT_PITCH[1] * height:
-            continue
-        for index in range(1, count):
-            centre = index * pitch
-            low, high = max(1, int(centre - pitch / 3)), min(width - 1, int(centre + pitch / 3) + 1)
-            bias = 0.1 * height * np.abs(np.arange(low, high) - centre) / pitch
-            points.add(low + int(np.argmin(profile[low:high] + bias)))
-    inner = profile[2:-2]
-    minima = (
-        np.flatnonzero((inner <= profile[1:-3]) & (inner <= profile[3:-1]) & (inner < profile[:-4]))
-        + 2
-    )
-    deepest = minima[np.argsort(profile[minima], kind="stable")[:MAX_MINIMA]]
-    points.update(int(column) for column in deepest)
-    return sorted(points)
-
-
-def without_slivers(piece: np.ndarray) -> np.ndarray:
-    """A part cut from touching digits without the bits of its neighbours' strokes the cut left
-    in it: small pieces of ink on its left or right edge."""
-    import cv2
-
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        piece.view(np.uint8), None, None, None, 8
-    )
-    if count <= 2:
-        return piece
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    left = stats[1:, cv2.CC_STAT_LEFT]
-    right = left + stats[1:, cv2.CC_STAT_WIDTH]
-    on_edge = (left == 0) | (right == piece.shape[1])
-    sliver = on_edge & (areas < SLIVER * areas.max())
-    return piece & ~np.isin(labels, np.flatnonzero(sliver) + 1)
-
-
-def split_column(own: np.ndarray) -> int:
-    """Where touching digits most likely meet: the column with least ink in the middle 60%."""
-    width = own.shape[1]
-    profile = np.convolve(own.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
-    low, high = max(1, int(0.2 * width)), min(width - 1, int(0.8 * width) + 1)
-    centre_bias = 0.05 * own.shape[0] * np.abs(np.arange(low, high) - width / 2) / width
-    return low + int(np.argmin(profile[low:high] + centre_bias))
 
 
 def find_regions(
