@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digits_cli.errors import DigitsError
-from digits_cli.png_strips import STRIP_BYTES, reduced_png, strippable
+from digits_cli.png_strips import reduced_png, strip_bytes, strippable
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PilImage
@@ -133,7 +133,9 @@ def reading_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> int
     factor = reduction((width, height), max_side)
     reduced_pixels = math.ceil(width / factor) * math.ceil(height / factor)
     if picture.format == "PNG" and factor >= 2 and strippable(data):
-        decoded = len(data) + 3 * STRIP_BYTES + bands * reduced_pixels
+        # The compressed bytes; a strip inflated, stored, in its PNG, decoded (and a palette's
+        # converted to RGBA); the reduced picture.
+        decoded = len(data) + 8 * strip_bytes(data, factor) + bands * reduced_pixels
     else:
         decoded = width * height * bands * sample
     shrink = min(1.0, max_side / max(width, height))

@@ -61,6 +61,19 @@ def strippable(data: bytes) -> bool:
     return Header(data[16:29]).strippable
 
 
+def strip_rows(row_bytes: int, factor: int) -> int:
+    """Rows decoded at once: about STRIP_BYTES of them, a multiple of the reduction ``factor``
+    (at least one such block, however wide a row is)."""
+    return max(factor, STRIP_BYTES // row_bytes // factor * factor)
+
+
+def strip_bytes(data: bytes, factor: int) -> int:
+    """The raw bytes of one strip of the PNG ``data`` (see :func:`strippable`)."""
+    header = Header(data[16:29])
+    row = header.row_bytes + 1
+    return min(strip_rows(row, factor), header.height) * row
+
+
 def chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The PNG's chunks (type, body) up to IEND, their CRCs checked (but IDAT's)."""
     if not data.startswith(SIGNATURE):
@@ -136,20 +149,24 @@ def reduced_png(data: bytes, factor: int) -> tuple[PilImage, int]:
     if header is None or not pieces:
         raise ValueError("no IHDR or IDAT chunk")
     row = header.row_bytes + 1  # each row starts with its filter type
-    rows_per_strip = max(factor, STRIP_BYTES // row // factor * factor)
+    rows_per_strip = strip_rows(row, factor)
     out: PilImage | None = None
-    above: bytes | None = None  # the row above the next strip, unfiltered
-    done = 0
+    # The rows not decoded yet, after the row above them (unfiltered, filter type 0) once there
+    # is one: each strip is compressed straight from this buffer.
     pending = bytearray()
+    lead = 0  # bytes of that row in front
+    done = 0
     for piece in inflated(pieces):
         pending += piece
         while done < header.height:
             rows = min(rows_per_strip, header.height - done)
-            if len(pending) < rows * row:
+            if len(pending) < lead + rows * row:
                 break
-            filtered = bytes(pending[: rows * row])
-            strip, above = decode_strip(header, extra, above, filtered, rows, factor)
-            del pending[: rows * row]
+            with memoryview(pending) as view:
+                stored = zlib.compress(view[: lead + rows * row], 0)
+            strip, last = decode_strip(header, extra, stored, rows, lead > 0, factor)
+            pending[: lead + rows * row] = b"\x00" + last
+            lead = len(last) + 1
             if out is None:
                 size = (-(-header.width // factor), -(-header.height // factor))
                 out = Image.new(strip.mode, size)
@@ -165,29 +182,34 @@ def reduced_png(data: bytes, factor: int) -> tuple[PilImage, int]:
 
 
 def decode_strip(
-    header: Header, extra: list[bytes], above: bytes | None, filtered: bytes, rows: int, factor: int
+    header: Header, extra: list[bytes], stored: bytes, rows: int, above: bool, factor: int
 ) -> tuple[PilImage, bytes]:
-    """``rows`` filtered rows decoded by Pillow and reduced by ``factor``, and their last row
-    unfiltered (for the next strip)."""
+    """``rows`` rows (after the row above them, if ``above``), their zlib stream ``stored``,
+    decoded by Pillow as a small PNG and reduced by ``factor``; and their last row unfiltered
+    (for the next strip). The strip's bytes are copied once, into that PNG."""
     from PIL import Image
 
     from digits_cli.images import REDUCIBLE_MODES
 
-    lead = b"\x00" + above if above is not None else b""
+    height = rows + above
     png = b"".join(
         [
             SIGNATURE,
-            chunk(b"IHDR", header.with_height(rows + (above is not None))),
+            chunk(b"IHDR", header.with_height(height)),
             *extra,
-            chunk(b"IDAT", zlib.compress(lead + filtered, 0)),
+            struct.pack(">I", len(stored)),
+            b"IDAT",
+            stored,
+            struct.pack(">I", zlib.crc32(stored, zlib.crc32(b"IDAT"))),
             chunk(b"IEND", b""),
         ]
     )
+    del stored
     strip: PilImage = Image.open(io.BytesIO(png), formats=["PNG"])
     strip.load()
-    last = strip.crop((0, strip.height - 1, strip.width, strip.height)).tobytes()
-    if above is not None:
-        strip = strip.crop((0, 1, strip.width, strip.height))
+    del png
+    last = strip.crop((0, height - 1, strip.width, height)).tobytes()
     if strip.mode not in REDUCIBLE_MODES:  # palette: into a mode reduce takes, as images.reduced
         strip = strip.convert("RGBA" if "transparency" in strip.info else "RGB")
-    return strip.reduce(factor), last
+    # Without the row above, which belongs to the strip before.
+    return strip.reduce(factor, box=(0, int(above), strip.width, height)), last

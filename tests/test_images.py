@@ -354,6 +354,7 @@ print(peak() - before, reading_bytes(data, "x", segment.max_pixels, segment.max_
         ("rgba.png", "RGBA", (6300, 6300), "PNG"),  # the picture: strip by strip
         ("photo.jpg", "RGB", (6000, 4500), "JPEG"),  # at 1/2 scale, draft mode
         ("sixteen.png", "I;16", (4000, 3000), "PNG"),  # 16-bit: decoded whole
+        ("banner.png", "RGB", (120_000, 100), "PNG"),  # so wide that one strip is 36 MB
     ],
 )
 def test_the_memory_reading_takes_stays_within_its_estimate(
