@@ -157,6 +157,8 @@ def reduced_png(data: bytes, factor: int) -> tuple[PilImage, int]:
     lead = 0  # bytes of that row in front
     done = 0
     for piece in inflated(pieces):
+        if done == header.height:
+            break  # the rows are all there: what else the stream holds is never inflated
         pending += piece
         while done < header.height:
             rows = min(rows_per_strip, header.height - done)

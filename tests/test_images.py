@@ -472,3 +472,36 @@ def test_a_decode_ending_on_one_thread_leaves_anothers_warning_filter_in_place(
         a.join(20)
         b.join(20)
     assert answers == {"A": (10_000, 9_000), "B": (10_000, 9_000)}
+
+
+def test_a_png_whose_pixel_stream_runs_on_past_its_rows_is_not_inflated_further() -> None:
+    import struct
+    import zlib
+
+    from digits_cli.images import decode_scaled
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    width, height = 3000, 40
+    rows = (b"\x00" + b"\xff" * 3 * width) * height
+    # A few hundred kB that would inflate to 400 MB more after the picture's own rows.
+    compressor = zlib.compressobj(9)
+    stream = compressor.compress(rows)
+    for _ in range(400):
+        stream += compressor.compress(bytes(1_000_000))
+    stream += compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+    )
+    assert len(data) < 1_000_000
+    tracemalloc.start()
+    try:
+        rgb, size = decode_scaled(data, "long.png", LIMIT, max_side=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == (width, height) and rgb.shape == (14, 1000, 3) and (rgb == 255).all()
+    assert peak < 30_000_000
