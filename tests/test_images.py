@@ -505,3 +505,16 @@ def test_a_png_whose_pixel_stream_runs_on_past_its_rows_is_not_inflated_further(
         tracemalloc.stop()
     assert size == (width, height) and rgb.shape == (14, 1000, 3) and (rgb == 255).all()
     assert peak < 30_000_000
+
+
+def test_compositing_on_white_rounds_as_pillow_does() -> None:
+    from digits_cli.images import on_white
+
+    rgba = np.random.default_rng(3).integers(0, 256, (64, 97, 4), dtype=np.uint8)
+    rgba[:8, :, 3] = 0
+    rgba[8:16, :, 3] = 255
+    white = Image.new("RGBA", (97, 64), (255, 255, 255, 255))
+    expected = np.asarray(
+        Image.alpha_composite(white, Image.fromarray(rgba, "RGBA")).convert("RGB")
+    )
+    np.testing.assert_array_equal(on_white(rgba), expected)
