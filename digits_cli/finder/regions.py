@@ -170,7 +170,7 @@ def make_candidate(
     candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image))
     candidate.too_wide = w > MAX_WIDTH_RATIO * h
     candidate.scale = scale
-    if depth == 0 and w > CUT_FROM * h:
+    if depth == 0 and candidate.too_wide:
         max_depth = WIDE_SPLIT_DEPTH
     if depth < max_depth and w > SPLIT_FROM * h and w >= 4:
 
