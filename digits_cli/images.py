@@ -123,8 +123,8 @@ def decoded_size(picture: PilImage, max_side: int | None) -> tuple[int, int]:
 def reading_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> int:
     """About how many bytes reading the picture holds at its peak, from its header alone: the
     decoder's output (a large 8-bit PNG: a strip and the reduced picture, see png_strips), the
-    RGB copy handed to the finder, and the finder's arrays (~8x an RGB copy at its working
-    size). tests/test_images.py checks the estimate against the memory reading really takes.
+    RGB copy handed to the finder, and the finder's arrays (FINDER_COPIES RGB copies at its
+    working size). tests/test_images.py checks the estimate against the memory reading really takes.
     """
     picture = open_picture(data, name, max_pixels)
     width, height = decoded_size(picture, max_side)
@@ -132,7 +132,7 @@ def reading_bytes(data: bytes, name: str, max_pixels: int, max_side: int) -> int
     sample = 2 if picture.mode.startswith("I;16") else 4 if picture.mode in ("I", "F") else 1
     factor = reduction((width, height), max_side)
     reduced_pixels = math.ceil(width / factor) * math.ceil(height / factor)
-    if picture.format == "PNG" and factor >= 2 and strippable(data):
+    if in_strips(picture, data, factor):
         # The compressed bytes; a strip inflated, stored, in its PNG, decoded (and a palette's
         # converted to RGBA); the reduced picture.
         decoded = len(data) + 8 * strip_bytes(data, factor) + bands * reduced_pixels
@@ -162,9 +162,9 @@ def decode_scaled(
     width, height = picture.size
     try:
         factor = reduction(picture.size, max_side)
-        if picture.format == "PNG" and factor >= 2 and strippable(data):
-            small, turn = reduced_png(data, factor)  # never the whole picture in memory
-            turned = turn in QUARTER_TURNS
+        if in_strips(picture, data, factor):
+            small = reduced_png(data, factor)  # never the whole picture in memory
+            turned = small.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS
             return _to_rgb(small), (height, width) if turned else (width, height)
         if decoded_size(picture, max_side) != picture.size:
             picture.draft(picture.mode, decoded_size(picture, max_side))
@@ -179,6 +179,12 @@ def decode_scaled(
         raise
     except Exception as exc:  # truncated or corrupt pixel data surfaces in many types
         raise UnreadableImage(f"{name}: truncated or corrupt picture ({_reason(exc)})") from exc
+
+
+def in_strips(picture: PilImage, data: bytes, factor: int) -> bool:
+    """Whether the picture is decoded a strip at a time (png_strips): a PNG it handles, to be
+    reduced by ``factor``."""
+    return picture.format == "PNG" and factor >= 2 and strippable(data)
 
 
 def reduction(size: tuple[int, int], max_side: int | None) -> int:

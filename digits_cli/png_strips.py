@@ -29,7 +29,6 @@ INFLATE_STEP = 256_000
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type, at 8 bits per sample
 # Chunks a strip needs to decode as the picture does (palette, transparency).
 STRIP_CHUNKS = (b"PLTE", b"tRNS")
-EXIF_ORIENTATION = 0x0112
 
 
 class Header:
@@ -114,21 +113,10 @@ def inflated(pieces: list[bytes]) -> Iterator[bytes]:
     yield inflater.flush()
 
 
-def orientation(exif: bytes | None) -> int:
-    """The EXIF orientation (1: upright) an eXIf chunk gives."""
-    if not exif:
-        return 1
-    from PIL import Image
-
-    found = Image.Exif()
-    found.load(exif)
-    value = found.get(EXIF_ORIENTATION, 1)
-    return value if isinstance(value, int) else 1
-
-
-def reduced_png(data: bytes, factor: int) -> tuple[PilImage, int]:
-    """The PNG box-reduced by ``factor`` (as images.reduced would, from the whole picture) and
-    its EXIF orientation, decoded a strip at a time (see :func:`strippable`)."""
+def reduced_png(data: bytes, factor: int) -> PilImage:
+    """The PNG box-reduced by ``factor`` (as images.reduced would, from the whole picture),
+    decoded a strip at a time (see :func:`strippable`); its EXIF, if any, in its info as
+    Pillow keeps it."""
     from PIL import Image
 
     header: Header | None = None
@@ -180,7 +168,7 @@ def reduced_png(data: bytes, factor: int) -> tuple[PilImage, int]:
         raise ValueError(f"truncated PNG ({done} of {header.height} rows)")
     if exif is not None:
         out.info["exif"] = exif
-    return out, orientation(exif)
+    return out
 
 
 def decode_strip(

@@ -101,8 +101,7 @@ def read_candidates(
     if parts:
         by_id |= classify_all(parts, classify, check)
     for candidate in unsure:
-        way = best_cut(lattices.get(id(candidate), {}), by_id)
-        surest(candidate, [way] if way else [], by_id)
+        surest(candidate, best_cut(lattices.get(id(candidate), {}), by_id), by_id)
     return [
         (chosen, by_id[id(chosen)])
         for candidate in candidates
@@ -228,21 +227,18 @@ def best_cut(
     return row if len(row) >= 2 else []
 
 
-def surest(candidate: Candidate, ways: list[list[Candidate]], by_id: dict[int, np.ndarray]) -> None:
-    """Read a region of touching digits as the surest of its even cuts (``ways``) when that is
-    surer than its halving: the cut's parts replace its parts."""
+def surest(candidate: Candidate, cut: list[Candidate], by_id: dict[int, np.ndarray]) -> None:
+    """Read a region of touching digits as its ``cut`` (best_cut's row of pieces; none: keep
+    its halving) when that is surer than its halving: the cut's pieces replace its parts."""
+    if not cut or any(piece.too_wide for piece in cut):
+        return
     _, halved = choose_reading(candidate, by_id)
     # Many rows of pieces were tried: the surest must be sure enough on its own too, else one
     # of them passes by chance (a scribble or a box's remains read as digits).
-    best, best_weakest = None, max(halved, CUT_SURE)
-    for way in ways:
-        weakest = min(float(by_id[id(part)].max()) for part in way)
-        if weakest > best_weakest and not any(part.too_wide for part in way):
-            best, best_weakest = way, weakest
-    if best is not None:
-        for part in best:
-            part.field = candidate.field
-        candidate.parts = best
+    if min(float(by_id[id(piece)].max()) for piece in cut) > max(halved, CUT_SURE):
+        for piece in cut:
+            piece.field = candidate.field
+        candidate.parts = cut
 
 
 def with_parts(candidate: Candidate) -> list[Candidate]:
