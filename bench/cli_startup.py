@@ -13,6 +13,10 @@ then lists the slowest imports of the predict command.
                                 [--venv .venv] [--top 12]
 
 ``--venv`` measures another install, e.g. the base-only one of bench/base_install.py.
+
+The runs use Python's bytecode cache as any install does after its first run (the dropped warm-up
+round writes it): an environment that sets PYTHONDONTWRITEBYTECODE, as this machine's does, would
+otherwise recompile the package's own modules on every start. ``--as-is`` keeps the environment.
 """
 
 from __future__ import annotations
@@ -31,15 +35,15 @@ PREDICT_GOAL_RATIO = 4.0
 FLOOR_IMPORTS = "import numpy, cv2, PIL.Image"
 
 
-def run_seconds(command: list[str]) -> float:
+def run_seconds(command: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
 
 
-def top_imports(command: list[str], top: int) -> list[tuple[float, str]]:
+def top_imports(command: list[str], env: dict[str, str], top: int) -> list[tuple[float, str]]:
     """(cumulative seconds, module) of the slowest imports of one run of ``command``."""
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    env = {**env, "PYTHONPROFILEIMPORTTIME": "1"}
     result = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     imports = []
     for line in result.stderr.splitlines():
@@ -57,7 +61,12 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, default=Path("tests/data/real/seed-api-test.png"))
     parser.add_argument("--venv", type=Path, default=Path(sys.executable).parent.parent)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--as-is", action="store_true", help="keep PYTHONDONTWRITEBYTECODE if set")
     args = parser.parse_args()
+
+    env = dict(os.environ)
+    if not args.as_is:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     python, script = args.venv / "bin/python", args.venv / "bin/digits"
     if not script.is_file():
@@ -67,14 +76,16 @@ def main() -> None:
         "help": [str(script), "--help"],
         "predict": [str(script), "predict", str(args.picture), "--json"],
     }
-    model = subprocess.run(commands["predict"], check=True, capture_output=True, text=True)
+    model = subprocess.run(commands["predict"], check=True, capture_output=True, text=True, env=env)
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs + 1):  # the first round warms the page cache and is dropped
         for name, command in commands.items():
-            times[name].append(run_seconds(command))
+            times[name].append(run_seconds(command, env))
     median = {name: statistics.median(values[1:]) for name, values in times.items()}
     ratio = median["predict"] / median["floor"]
-    print(f"{args.venv}: median of {args.runs} interleaved cold starts ({os.cpu_count()} CPUs)")
+    cache = "off" if env.get("PYTHONDONTWRITEBYTECODE") else "on"
+    print(f"{args.venv}: median of {args.runs} interleaved cold starts ({os.cpu_count()} CPUs, "
+          f"bytecode cache {cache})")  # fmt: skip
     print(f"  floor   `python -c '{FLOOR_IMPORTS}'`   {median['floor']:.3f} s")
     verdict = "meets" if median["help"] <= HELP_GOAL_SECONDS else "misses"
     print(f"  digits --help                           {median['help']:.3f} s "
@@ -84,7 +95,7 @@ def main() -> None:
           f"{ratio:.2f}x the floor ({verdict} the {PREDICT_GOAL_RATIO:.0f}x goal)")  # fmt: skip
     print(f"  model used: {json.loads(model.stdout)['model']}")
     print("Slowest imports of predict (cumulative seconds; indentation = imported by the above):")
-    for seconds, name in top_imports(commands["predict"], args.top):
+    for seconds, name in top_imports(commands["predict"], env, args.top):
         print(f"  {seconds:6.3f}  {name}")
 
 

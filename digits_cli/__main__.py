@@ -1,3 +1,3 @@
-from digits_cli.cli import app
+from digits_cli.cli import console_main
 
-app(prog_name="digits")
+console_main()

@@ -19,15 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    InitSettingsSource,
     SettingsConfigDict,
     SettingsError,
-    YamlConfigSettingsSource,
 )
 
 from digits_cli.errors import DigitsError
 
 DEFAULT_PARAMS = Path("params.yaml")
-_params_file: ContextVar[Path | None] = ContextVar("params_file", default=None)
+# The params file's content, read once by load_settings for the settings source below.
+_params_content: ContextVar[dict[str, Any] | None] = ContextVar("params_content", default=None)
+# libyaml's loader when PyYAML has it: the pure-Python one takes ~25 ms of every start-up.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Section(BaseModel):
@@ -198,9 +201,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        params = _params_file.get()
+        params = _params_content.get()
         if params is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=params))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=params))
         return tuple(sources)
 
     def to_yaml(self) -> str:
@@ -216,15 +219,18 @@ class Settings(BaseSettings):
         }
 
 
-def _check_yaml(path: Path) -> None:
+def _read_params(path: Path) -> dict[str, Any]:
+    """The params file's sections; an unreadable or malformed file is a DigitsError."""
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise DigitsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
-    except OSError as exc:
-        raise DigitsError(f"{path}: cannot read ({exc.strerror})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise DigitsError(f"{path}: cannot read ({reason})") from exc
     if content is not None and not isinstance(content, Mapping):
         raise DigitsError(f"{path}: expected a mapping of sections at the top level")
+    return dict(content or {})
 
 
 def load_settings(
@@ -237,15 +243,16 @@ def load_settings(
     """
     explicit = params is not None or "DIGITS_PARAMS" in os.environ
     path = Path(params or os.environ.get("DIGITS_PARAMS") or DEFAULT_PARAMS)
+    content = None
     if path.exists():
-        _check_yaml(path)
+        content = _read_params(path)
     elif explicit:
         raise DigitsError(f"{path}: params file not found")
     init: dict[str, Any] = {
         section: {key: value for key, value in values.items() if value is not None}
         for section, values in (overrides or {}).items()
     }
-    token = _params_file.set(path if path.exists() else None)
+    token = _params_content.set(content)
     try:
         return Settings(**{s: v for s, v in init.items() if v})
     except ValidationError as exc:
@@ -253,7 +260,7 @@ def load_settings(
     except SettingsError as exc:  # e.g. an environment value that is not valid JSON for a list
         raise DigitsError(f"invalid settings: {exc}") from exc
     finally:
-        _params_file.reset(token)
+        _params_content.reset(token)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digits_cli.cli import app
+from digits_cli.cli import app, nothing_left_to_finish
 
 PICTURE = Path(__file__).parent / "data" / "real" / "seed-api-test.png"
 HEAVY_MODULES = ("torch", "torchvision", "mlflow", "cv2", "dvc")
@@ -119,6 +119,52 @@ def test_output_into_a_pipe_the_reader_closed_ends_without_a_traceback(
         stderr = reader.stderr.read()
     assert reader.returncode == 1
     assert stderr == ""
+
+
+def test_a_reading_into_a_file_is_whole_although_the_process_skips_teardown(
+    tmp_path: Path, clean_env: dict[str, str], small_onnx: Path
+) -> None:
+    for i in range(30):
+        (tmp_path / f"{i:02}.png").write_bytes(PICTURE.read_bytes())
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    output = tmp_path / "readings.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "digits_cli",
+        "predict",
+        str(tmp_path),
+        "--json",
+        "--jobs",
+        "1",
+    ]
+    with output.open("w") as out:  # a file, not a pipe: block-buffered to the end
+        result = subprocess.run(
+            [*command, "--model", str(small_onnx)],
+            env=clean_env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 1  # the broken picture
+    assert result.stderr.count("\n") == 1 and "broken.png" in result.stderr
+    lines = output.read_text().splitlines()
+    assert len(lines) == 30 and all(json.loads(line)["digits"] for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("code", "modules", "threads", "quick"),
+    [
+        (0, {"numpy", "onnxruntime"}, 1, True),
+        (None, {"numpy"}, 1, True),
+        (2, {"numpy"}, 1, True),
+        (0, {"numpy", "mlflow"}, 1, False),  # MLflow ends its runs in an exit handler
+        (0, {"numpy", "torch"}, 1, False),
+        (0, {"numpy"}, 2, False),  # another thread may still be writing
+        ("a message", {"numpy"}, 1, False),  # sys.exit prints it
+    ],
+)
+def test_only_a_process_with_nothing_left_to_finish_skips_teardown(
+    code: object, modules: set[str], threads: int, quick: bool
+) -> None:
+    assert nothing_left_to_finish(code, modules, threads) is quick
 
 
 # Runs --help in a fresh interpreter and prints the modules it imported.

@@ -139,6 +139,13 @@ def test_params_file_that_is_not_yaml_is_refused(isolated: Path) -> None:
         load_settings(params)
 
 
+def test_params_file_that_is_not_utf8_text_is_refused(isolated: Path) -> None:
+    params = isolated / "params.yaml"
+    params.write_bytes(b"train:\n  epochs: \xff\xfe\n")
+    with pytest.raises(DigitsError, match="not UTF-8 text"):
+        load_settings(params)
+
+
 def test_params_file_that_is_not_a_mapping_is_refused(isolated: Path) -> None:
     params = write_params(isolated / "params.yaml", "- train\n- data\n")
     with pytest.raises(DigitsError, match="expected a mapping of sections"):
