@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 # a model is built: 60-70 ms of every command in a full install, for plugins the settings never
 # use. Set the variable (to "" for all plugins) to choose otherwise.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+# numpy's OpenBLAS starts a thread per core when imported, and they spin waiting for work: 0.1 s
+# of CPU in every process, taken from the other readers on the cores. Nothing here multiplies
+# matrices large enough to use them (torch brings its own MKL and threads). Set it to choose.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # Typer's Click

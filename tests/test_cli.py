@@ -167,6 +167,17 @@ def test_only_a_process_with_nothing_left_to_finish_skips_teardown(
     assert nothing_left_to_finish(code, modules, threads) is quick
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_numpy_starts_no_blas_threads_under_digits(clean_env: dict[str, str]) -> None:
+    # OpenBLAS would start a spinning thread per extra core; the reader multiplies no matrices.
+    probe = "import digits_cli.cli, numpy; print(open('/proc/self/status').read())"
+    clean_env.pop("OPENBLAS_NUM_THREADS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=clean_env, capture_output=True, text=True, timeout=60
+    )
+    assert "Threads:\t1\n" in result.stdout
+
+
 # Runs --help in a fresh interpreter and prints the modules it imported.
 IMPORTS_AFTER_HELP = """
 import json, sys
