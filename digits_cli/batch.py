@@ -200,10 +200,14 @@ def read_files(
     if len(files) > 1:
         # Keep freed memory for the next picture: returning it to the kernel after each one
         # made every picture pay its page faults again (sys time 1.2-1.9 s instead of 0.3 s
-        # over 40 scanned forms).
-        from digits_cli.memory import keep_freed_memory
+        # over 40 scanned forms); the thresholds are memory.py's for batches of pages.
+        from digits_cli.memory import (
+            BATCH_MMAP_THRESHOLD_BYTES,
+            BATCH_TRIM_THRESHOLD_BYTES,
+            keep_freed_memory,
+        )
 
-        keep_freed_memory()
+        keep_freed_memory(BATCH_TRIM_THRESHOLD_BYTES, BATCH_MMAP_THRESHOLD_BYTES)
     jobs = min(jobs or available_cores(), len(files))
     if jobs <= 1:
         reader = DigitReader(model, segment)

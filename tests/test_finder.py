@@ -517,15 +517,30 @@ def test_median_is_numpys_median(values: np.ndarray, axis: int | None) -> None:
     np.testing.assert_array_equal(found, expected)
 
 
-def test_reading_a_picture_does_not_import_numpy_ma() -> None:
-    # np.median's first call imports numpy.ma: 30-45 ms of every cold `digits predict`.
+@given(
+    hnp.arrays(
+        st.sampled_from([np.uint8, np.int64, np.float32, np.float64]),
+        hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=9),
+        elements=st.integers(0, 255),
+    ),
+    st.sampled_from([0, 10, 25, 50, 33.3, 75, 90, 100]),
+)
+def test_percentile_is_numpys_percentile(values: np.ndarray, q: float) -> None:
+    from digits_cli.finder.crop import percentile
+
+    assert percentile(values, q) == float(np.percentile(values, q))
+
+
+@pytest.mark.parametrize("picture", ["real/seed-api-test.png", "layouts/boxes-8.png"])
+def test_reading_a_picture_does_not_import_numpy_ma(picture: str) -> None:
+    # np.median's and np.percentile's first calls import numpy.ma: 30-45 ms of a cold read.
     import subprocess
     import sys
 
     script = (
         "import sys, cv2, numpy as np; from digits_cli.finder import read_digits;"
         "from digits_cli.config import SegmentSettings;"
-        f"picture = cv2.imread({str(TEST_DATA / 'real/seed-api-test.png')!r});"
+        f"picture = cv2.imread({str(TEST_DATA / picture)!r});"
         "reading = read_digits(picture, lambda crops: np.full((len(crops), 10), 0.1, np.float32),"
         " SegmentSettings()); print(reading.width > 0, 'numpy.ma' in sys.modules)"
     )

@@ -99,6 +99,20 @@ def median(values: ArrayLike, axis: int | None = None) -> Any:
     return np.mean(middle, axis=axis)
 
 
+def percentile(values: ArrayLike, q: float) -> float:
+    """np.percentile(values, q) (linear interpolation) of a non-empty array, without the
+    np.unique call that imports numpy.ma on first use: 45 ms of a cold read of a form."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64), axis=None)
+    position = (len(ordered) - 1) * q / 100
+    below = int(position)
+    low, high = ordered[below], ordered[min(below + 1, len(ordered) - 1)]
+    fraction = position - below
+    # numpy's lerp: from the nearer end, so that the ends are exact.
+    if fraction >= 0.5:
+        return float(high - (high - low) * (1 - fraction))
+    return float(low + (high - low) * fraction)
+
+
 def smoothstep(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """0 below ``low``, 1 above ``high``, a smooth S-curve between."""
     t = np.clip((values - low) / (high - low), 0, 1)

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from digits_cli.finder.crop import median
+from digits_cli.finder.crop import median, percentile
 from digits_cli.finder.ink import Ink, Run, thin_runs
 from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
 
@@ -89,7 +89,7 @@ def find_fields(
         if not base:
             continue
         # Thin along most of its length (a digit touching a wall thickens it only there).
-        width = float(np.percentile(upright.inside.sum(axis=1), 25))
+        width = percentile(upright.inside.sum(axis=1), 25)
         if width > WALL_THICKNESS * thickness[base - 1] + 1:
             continue  # a bold stroke, not a printed line
         upright = wall_core(upright, width)
