@@ -100,8 +100,9 @@ def median(values: ArrayLike, axis: int | None = None) -> Any:
 
 
 def percentile(values: ArrayLike, q: float) -> float:
-    """np.percentile(values, q) (linear interpolation) of a non-empty array, without the
-    np.unique call that imports numpy.ma on first use: 45 ms of a cold read of a form."""
+    """np.percentile(values, q) (linear interpolation) of a non-empty array, in float64 (as
+    numpy's for integers), without the np.unique call that imports numpy.ma on first use: 45 ms
+    of a cold read of a form."""
     ordered = np.sort(np.asarray(values, dtype=np.float64), axis=None)
     position = (len(ordered) - 1) * q / 100
     below = int(position)
