@@ -104,7 +104,7 @@ def percentile(values: ArrayLike, q: float) -> float:
     numpy's for integers), without the np.unique call that imports numpy.ma on first use: 45 ms
     of a cold read of a form."""
     ordered = np.sort(np.asarray(values, dtype=np.float64), axis=None)
-    position = (len(ordered) - 1) * q / 100
+    position = (len(ordered) - 1) * (q / 100)  # as numpy rounds it
     below = int(position)
     low, high = ordered[below], ordered[min(below + 1, len(ordered) - 1)]
     fraction = position - below
