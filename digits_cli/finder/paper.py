@@ -20,6 +20,10 @@ MIXED_POLARITY = 0.1
 # border) by this many grey levels.
 SHEET_SHARE = (0.2, 0.985)
 SHEET_STEP = 45
+# A dim photograph's sheet (paper at 70-80 grey levels) may step less at its border, yet
+# sharply: at least this many levels, and half the sheet-to-desk step (a lighting gradient
+# shows a tenth of it over those few pixels).
+SHEET_EDGE_MIN, SHEET_EDGE_SHARE = 30, 0.5
 # At least this share of the picture's border shows the desk.
 SHEET_BORDER = 0.1
 # Pixels sampled to measure the picture's noise level.
@@ -192,12 +196,15 @@ def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
     if not SHEET_SHARE[0] <= share <= SHEET_SHARE[1]:
         return None
     desk = sheet == 0
-    if float(median(grey[sheet > 0])) - float(median(grey[desk])) < SHEET_STEP:
+    step = float(median(grey[sheet > 0])) - float(median(grey[desk]))
+    if step < SHEET_STEP:
         return None
-    # A sharp border: two pixels in and out of it differ as much as the sheet and the desk do.
+    # A sharp border: two pixels in and out of it differ as much as the sheet and the desk do
+    # (or, on a dim picture, by most of that step).
     ring_in = (sheet > 0) & (cv2.erode(sheet, SQUARE_3, iterations=2) == 0)
     ring_out = desk & (cv2.dilate(sheet, SQUARE_3, iterations=2) > 0)
-    if float(median(grey[ring_in])) - float(median(grey[ring_out])) < SHEET_STEP:
+    edge = float(median(grey[ring_in])) - float(median(grey[ring_out]))
+    if edge < min(SHEET_STEP, max(SHEET_EDGE_MIN, SHEET_EDGE_SHARE * step)):
         return None
     return sheet > 0
 
