@@ -134,3 +134,16 @@ def test_a_lighting_gradient_is_no_sheet_on_a_desk() -> None:
 
     ramp = np.linspace(25, 90, 160, dtype=np.float32)[None, :].repeat(120, axis=0)
     assert find_sheet(np.repeat(ramp.astype(np.uint8)[:, :, None], 3, axis=2)) is None
+
+
+def test_a_sheet_darkened_on_one_side_by_the_lighting_is_found_whole() -> None:
+    # Light falling off towards one corner takes part of the sheet below Otsu's threshold;
+    # the hull of the bright part then ends across the paper, with no sharp step there.
+    from digits_cli.finder.paper import find_sheet
+
+    rows, cols = np.mgrid[0:120, 0:160]
+    light = 1.0 - 0.6 * ((159 - cols) / 159 + rows / 119) / 2
+    photo = sheet_on_desk(200, 90).astype(np.float32) * light[:, :, None]
+    sheet = find_sheet(np.clip(photo, 0, 255).astype(np.uint8))
+    assert sheet is not None
+    assert 0.55 < sheet.mean() < 0.67

@@ -24,6 +24,8 @@ SHEET_STEP = 45
 # sharply: at least this many levels, and half the sheet-to-desk step (a lighting gradient
 # shows a tenth of it over those few pixels).
 SHEET_EDGE_MIN, SHEET_EDGE_SHARE = 30, 0.5
+# Canny's thresholds for a sheet's border on the grey thumbnail.
+SHEET_CANNY = (40, 80)
 # At least this share of the picture's border shows the desk.
 SHEET_BORDER = 0.1
 # Pixels sampled to measure the picture's noise level.
@@ -170,6 +172,8 @@ def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
     The sheet is the largest bright region (Otsu's threshold on grey), its ink filled in by
     taking its convex hull; it must leave some desk in view, be much brighter than the desk,
     and end in a sharp step (a lighting gradient or a coloured patch of paper is not a desk).
+    When lighting darkens part of the sheet below the threshold, the bright region is grown up
+    to the edges around it.
     """
     import cv2
 
@@ -186,27 +190,64 @@ def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
     if count < 2:
         return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    seed = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    sheet = hull(seed)
+    if not is_sheet(grey, sheet):
+        # Otsu's threshold split a sheet that the lighting darkens on one side, and the hull's
+        # border runs across the paper there: the sheet ends where its edges are instead.
+        grown = within_edges(grey, seed)
+        if grown is None or not is_sheet(grey, grown):
+            return None
+        sheet = grown
+    return sheet > 0
+
+
+def hull(region: np.ndarray) -> np.ndarray:
+    """The convex hull of a bool ``region`` (uint8 0/1; all 0 when the region is empty)."""
+    import cv2
+
     outline, _ = cv2.findContours(
-        (labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
     )
-    sheet = np.zeros_like(grey)
-    cv2.fillPoly(sheet, [cv2.convexHull(np.concatenate(outline))], 1)
-    share = float(sheet.mean())
-    if not SHEET_SHARE[0] <= share <= SHEET_SHARE[1]:
+    filled = np.zeros(region.shape, np.uint8)
+    if outline:
+        cv2.fillPoly(filled, [cv2.convexHull(np.concatenate(outline))], 1)
+    return filled
+
+
+def within_edges(grey: np.ndarray, seed: np.ndarray) -> np.ndarray | None:
+    """The hull of the part of ``grey`` free of edges that holds most of ``seed`` (uint8 0/1),
+    or None: a smooth change of lighting has no edges, a sheet's border has."""
+    import cv2
+
+    edges = cv2.dilate(cv2.Canny(grey, SHEET_CANNY[0], SHEET_CANNY[1]), SQUARE_3)
+    free = (edges == 0).astype(np.uint8)
+    count, parts = cv2.connectedComponents(free, connectivity=4)
+    overlap = np.bincount(parts[seed & (free > 0)], minlength=count)
+    overlap[0] = 0  # the edges themselves
+    if count < 2 or overlap.max() == 0:
         return None
+    # Grown back by the pixel the edges were widened by.
+    return cv2.dilate(hull(parts == int(np.argmax(overlap))), SQUARE_3)
+
+
+def is_sheet(grey: np.ndarray, sheet: np.ndarray) -> bool:
+    """Whether ``sheet`` (uint8 0/1) covers a sheet's share of the picture, is much brighter
+    than the rest, and ends in a sharp step."""
+    import cv2
+
+    if not SHEET_SHARE[0] <= float(sheet.mean()) <= SHEET_SHARE[1]:
+        return False
     desk = sheet == 0
     step = float(median(grey[sheet > 0])) - float(median(grey[desk]))
     if step < SHEET_STEP:
-        return None
+        return False
     # A sharp border: two pixels in and out of it differ as much as the sheet and the desk do
-    # (or, on a dim picture, by most of that step).
+    # (or, on a dim picture, by half that step).
     ring_in = (sheet > 0) & (cv2.erode(sheet, SQUARE_3, iterations=2) == 0)
     ring_out = desk & (cv2.dilate(sheet, SQUARE_3, iterations=2) > 0)
     edge = float(median(grey[ring_in])) - float(median(grey[ring_out]))
-    if edge < min(SHEET_STEP, max(SHEET_EDGE_MIN, SHEET_EDGE_SHARE * step)):
-        return None
-    return sheet > 0
+    return edge >= min(SHEET_STEP, max(SHEET_EDGE_MIN, SHEET_EDGE_SHARE * step))
 
 
 def paper_colour(thumbnail: np.ndarray, median: np.ndarray, dark: bool, mixed: bool) -> np.ndarray:
