@@ -15,8 +15,9 @@ then lists the slowest imports of the predict command.
 ``--venv`` measures another install, e.g. the base-only one of bench/base_install.py.
 
 The runs use Python's bytecode cache as any install does after its first run (the dropped warm-up
-round writes it): an environment that sets PYTHONDONTWRITEBYTECODE, as this machine's does, would
-otherwise recompile the package's own modules on every start. ``--as-is`` keeps the environment.
+round writes it): in an environment that sets PYTHONDONTWRITEBYTECODE, as this machine's does, a
+fresh checkout's own modules are otherwise compiled on every start. ``--as-is`` keeps the
+environment as it is (a cache already written is still read).
 """
 
 from __future__ import annotations
