@@ -171,6 +171,15 @@ def config_command(ctx: typer.Context) -> None:
 # Libraries that finish their work in exit handlers or at teardown (MLflow's runs and logging
 # queue, codecarbon's tracker, torch's and DVC's workers): a process that loaded one exits normally.
 NEEDS_TEARDOWN = ("torch", "mlflow", "codecarbon", "dvc", "matplotlib")
+# Set by the commands that only read pictures (predict, annotate): see end_without_teardown.
+_reading_only = False
+
+
+def end_without_teardown() -> None:
+    """Let this process end with os._exit once its output is flushed (see console_main): for a
+    command whose only outputs are stdout, stderr and files written atomically and closed."""
+    global _reading_only
+    _reading_only = True
 
 
 def console_main() -> None:
@@ -184,7 +193,7 @@ def console_main() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
-    if nothing_left_to_finish(code, sys.modules, threading.active_count()):
+    if _reading_only and nothing_left_to_finish(code, sys.modules, threading.active_count()):
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -195,10 +204,11 @@ def console_main() -> None:
 
 
 def nothing_left_to_finish(code: object, modules: Collection[str], threads: int) -> bool:
-    """Whether a process ending with ``code`` may skip Python's teardown (os._exit).
+    """Whether a reading that ends with ``code`` may skip Python's teardown (os._exit).
 
     True for an integer status, one thread and none of the libraries that finish work at exit
-    (``NEEDS_TEARDOWN``): the reading path's outputs are written atomically and closed by then.
+    (``NEEDS_TEARDOWN``; a model from the registry brings MLflow): a reading's outputs are
+    written atomically and closed by then.
     """
     return (
         (code is None or isinstance(code, int))

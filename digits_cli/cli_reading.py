@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer._click.exceptions import UsageError  # Typer's Click (pinned range: pyproject.toml)
 
-from digits_cli.cli import JsonOption, ModelOption, command, emit_json, error_line, settings
+from digits_cli.cli import (
+    JsonOption,
+    ModelOption,
+    command,
+    emit_json,
+    end_without_teardown,
+    error_line,
+    settings,
+)
 from digits_cli.errors import DigitsError
 
 if TYPE_CHECKING:
@@ -91,6 +99,8 @@ def predict_command(
 ) -> None:
     """Read every digit in pictures (JSON Lines with --json, one line per picture, in order)."""
     from digits_cli.batch import Shard, listed_files, picture_files, read_files, shard_output_path
+
+    end_without_teardown()
 
     if not images and files_from is None:
         raise UsageError("Missing argument 'images'", ctx=ctx)  # --help names --files-from
@@ -204,6 +214,8 @@ def annotate_command(
     from digits_cli.images import encode_image, output_format
     from digits_cli.inference import DigitReader, at_size, load_model
     from digits_cli.io import atomic_open
+
+    end_without_teardown()
 
     cfg = settings(ctx, segment={"min_confidence": min_confidence})
     fmt = output_format(output.suffix)  # refuse an unknown format before any work

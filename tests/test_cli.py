@@ -149,6 +149,33 @@ def test_a_reading_into_a_file_is_whole_although_the_process_skips_teardown(
     assert len(lines) == 30 and all(json.loads(line)["digits"] for line in lines)
 
 
+# Runs the executable's entry point with an exit handler that says whether it ran.
+EXIT_HANDLER_PROBE = """
+import atexit, sys
+atexit.register(lambda: print("teardown ran"))
+from digits_cli.cli import console_main
+sys.argv = ["digits", *sys.argv[1:]]
+console_main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "teardown"),
+    [(["predict", str(PICTURE)], False), (["config"], True)],
+    ids=["predict", "config"],
+)
+def test_only_a_reading_skips_teardown(
+    args: list[str], teardown: bool, tmp_path: Path, clean_env: dict[str, str], small_onnx: Path
+) -> None:
+    extra = ["--model", str(small_onnx)] if args[0] == "predict" else []
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_HANDLER_PROBE, *args, *extra],
+        cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ("teardown ran" in result.stdout) is teardown
+
+
 @pytest.mark.parametrize(
     ("code", "modules", "threads", "quick"),
     [
