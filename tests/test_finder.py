@@ -186,12 +186,30 @@ def test_an_mnist_digit_at_any_height_is_found_exactly_once(
     pieces = cv2.connectedComponents((ink > 0.5).astype(np.uint8), connectivity=8)[0] - 1
     # A digit written in several strokes is not "one component" to start with: not an example.
     assume(pieces == 1)
+    assert len(find_digits(page_of_one_digit(ink, height), CFG)) == 1
+
+
+def page_of_one_digit(ink: np.ndarray, height: int) -> np.ndarray:
+    """A page holding the (cropped, 0-1) MNIST ``ink`` drawn ``height`` px tall."""
     width = max(1, round(ink.shape[1] * height / ink.shape[0]))
     ink = cv2.resize(ink, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     picture = page(width + 60, height + 60).astype(np.float32)
     region = picture[30 : 30 + height, 30 : 30 + width]
     region[:] = region * (1 - ink[:, :, None]) + np.array(INK, np.float32) * ink[:, :, None]
-    assert len(find_digits(picture.astype(np.uint8), CFG)) == 1
+    return picture.astype(np.uint8)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known (found by the property test above in a random run, session 6; its CI profile "
+    "does not draw it): this 5's top is a faint blob apart from the rest, one piece only above "
+    "the test's 0.5 threshold, and the finder keeps it as a 7x8 px candidate of its own",
+)
+def test_a_5_whose_top_is_a_faint_blob_apart_is_found_once(mnist_small: dict[str, Split]) -> None:
+    digit = mnist_small["test"].images[589]
+    rows, cols = np.nonzero(digit > 0)
+    ink = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255
+    assert len(find_digits(page_of_one_digit(ink, 47), CFG)) == 1
 
 
 # The same examples on every run, as Hypothesis's CI profile draws them: the cases it found
