@@ -99,7 +99,13 @@ def chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return b"".join(chunk_parts(kind, body))
+
+
+def chunk_parts(kind: bytes, body: bytes) -> list[bytes]:
+    """A PNG chunk as its length, type, body and CRC, for a join to copy ``body`` only once."""
+    crc = zlib.crc32(body, zlib.crc32(kind))
+    return [struct.pack(">I", len(body)), kind, body, struct.pack(">I", crc)]
 
 
 def inflated(pieces: list[bytes]) -> Iterator[bytes]:
@@ -187,10 +193,7 @@ def decode_strip(
             SIGNATURE,
             chunk(b"IHDR", header.with_height(height)),
             *extra,
-            struct.pack(">I", len(stored)),
-            b"IDAT",
-            stored,
-            struct.pack(">I", zlib.crc32(stored, zlib.crc32(b"IDAT"))),
+            *chunk_parts(b"IDAT", stored),
             chunk(b"IEND", b""),
         ]
     )
