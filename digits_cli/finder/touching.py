@@ -22,7 +22,7 @@ def cut_points(own: np.ndarray) -> list[int]:
     for the k its width allows (a digit 0.4-1.0 times as wide as tall), and the deepest local
     minima of its ink profile."""
     height, width = own.shape
-    profile = np.convolve(own.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
+    profile = ink_profile(own)
     points = {0, width}
     for count in range(2, MAX_CUT_PARTS + 1):
         pitch = width / count
@@ -41,6 +41,11 @@ def cut_points(own: np.ndarray) -> list[int]:
     deepest = minima[np.argsort(profile[minima], kind="stable")[:MAX_MINIMA]]
     points.update(int(column) for column in deepest)
     return sorted(points)
+
+
+def ink_profile(own: np.ndarray) -> np.ndarray:
+    """The ink in each column of ``own``, smoothed over three columns."""
+    return np.convolve(own.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
 
 
 def without_slivers(piece: np.ndarray) -> np.ndarray:
@@ -64,7 +69,7 @@ def without_slivers(piece: np.ndarray) -> np.ndarray:
 def split_column(own: np.ndarray) -> int:
     """Where touching digits most likely meet: the column with least ink in the middle 60%."""
     width = own.shape[1]
-    profile = np.convolve(own.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
+    profile = ink_profile(own)
     low, high = max(1, int(0.2 * width)), min(width - 1, int(0.8 * width) + 1)
     centre_bias = 0.05 * own.shape[0] * np.abs(np.arange(low, high) - width / 2) / width
     return low + int(np.argmin(profile[low:high] + centre_bias))
