@@ -7,6 +7,7 @@ import math
 import pytest
 
 from digits_cli.finder import Digit, arrange
+from digits_cli.finder.order import PAIR_BLOCK
 
 
 def digit_at(x: float, y: float, label: int, w: int = 20, h: int = 30) -> Digit:
@@ -33,6 +34,14 @@ def grid(degrees: float, rows: int = 10, columns: int = 10, pitch: float = 60, s
 def test_slanted_rows_of_a_grid_are_read_row_by_row(degrees: float) -> None:
     lines = arrange(grid(degrees), number_gap=0.6)
     assert labels(lines) == [[[(r + c) % 10] for c in range(10)] for r in range(10)]
+
+
+def test_a_page_of_more_digits_than_one_block_of_pairs_is_read_row_by_row() -> None:
+    # 40 rows of 10: digits are compared with all others PAIR_BLOCK at a time; rows straddle
+    # the blocks' boundaries.
+    assert 40 * 10 > PAIR_BLOCK
+    lines = arrange(grid(5, rows=40), number_gap=0.6)
+    assert labels(lines) == [[[(r + c) % 10] for c in range(10)] for r in range(40)]
 
 
 def test_numbers_on_a_slanted_line_stay_one_row_and_keep_their_grouping() -> None:

@@ -29,6 +29,8 @@ MAX_SLOPE = 0.25
 SURE_GAP = 1.5
 # Two digits more different in height than this are not neighbours in a number.
 MAX_HEIGHT_RATIO = 3.0
+# Digits compared with every digit at once (see blocks).
+PAIR_BLOCK = 256
 
 
 def arrange(
@@ -72,25 +74,37 @@ def page_slope(boxes: np.ndarray) -> float:
     cx, cy = centres(boxes)
     heights = boxes[:, 3]
     slopes, weights = [], []
-    for i in range(len(boxes)):
-        dx = cx - cx[i]
-        gap = boxes[:, 0] - (boxes[i, 0] + boxes[i, 2])
-        tall = np.maximum(heights, heights[i])
+    for rows in blocks(len(boxes)):
+        # Each digit (a row of the block) against every digit (a column).
+        dx = cx - cx[rows]
+        gap = boxes[:, 0] - (boxes[rows, 0] + boxes[rows, 2])
+        tall = np.maximum(heights, heights[rows])
         ok = (
             (dx > 0)
             & (gap <= SURE_GAP * tall)
-            & (np.abs(cy - cy[i]) <= MAX_SLOPE * dx + 0.2 * tall)
+            & (np.abs(cy - cy[rows]) <= MAX_SLOPE * dx + 0.2 * tall)
         )
-        ok &= np.maximum(heights, heights[i]) <= 1.5 * np.minimum(heights, heights[i])
-        if ok.any():
-            j = int(np.flatnonzero(ok)[np.argmin(dx[ok])])
-            slopes.append((cy[j] - cy[i]) / dx[j])
-            weights.append(dx[j])
+        ok &= tall <= 1.5 * np.minimum(heights, heights[rows])
+        found = ok.any(axis=1)
+        # The nearest such neighbour on the right (the first, when two are as near).
+        nearest = np.argmin(np.where(ok, dx, np.inf), axis=1)[found]
+        start = rows[found, 0]
+        slopes.extend(((cy[nearest] - cy[start]) / dx[found, nearest]).tolist())
+        weights.extend(dx[found, nearest].tolist())
     if len(slopes) < 2:
         return 0.0
     return float(
         np.clip(weighted_median(np.array(slopes), np.array(weights)), -MAX_SLOPE, MAX_SLOPE)
     )
+
+
+def blocks(count: int) -> list[np.ndarray]:
+    """Indices 0..count-1 as columns (k, 1) of at most PAIR_BLOCK, to compare each with all:
+    whole pages at once, in bounded memory (a block's pairs are PAIR_BLOCK x count)."""
+    return [
+        np.arange(start, min(count, start + PAIR_BLOCK))[:, None]
+        for start in range(0, count, PAIR_BLOCK)
+    ]
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -108,23 +122,24 @@ def link_rows(boxes: np.ndarray, slope: float, field: np.ndarray) -> list[list[i
     # Positions with the page's slope taken out: a slanted row becomes level.
     level = y0 - slope * cx
     links: list[tuple[float, int, int]] = []
-    for i in range(len(boxes)):
-        tall = np.maximum(h, h[i])
-        short = np.minimum(h, h[i])
-        gap = x0 - (x0[i] + w[i])
-        dx = cx - cx[i]
-        drift = np.abs((cy - slope * cx) - (cy[i] - slope * cx[i]))
-        shared = np.minimum(level + h, level[i] + h[i]) - np.maximum(level, level[i])
+    for rows in blocks(len(boxes)):
+        # Each digit (a row of the block) against every digit (a column).
+        tall = np.maximum(h, h[rows])
+        short = np.minimum(h, h[rows])
+        gap = x0 - (x0[rows] + w[rows])
+        dx = cx - cx[rows]
+        drift = np.abs((cy - slope * cx) - (cy[rows] - slope * cx[rows]))
+        shared = np.minimum(level + h, level[rows] + h[rows]) - np.maximum(level, level[rows])
         same_line = (drift <= LINK_DRIFT * tall) | (shared >= LINK_OVERLAP * short)
-        same_line |= (field == field[i]) & (field >= 0)
+        same_line |= (field == field[rows]) & (field >= 0)
         ok = (
             (dx > 0) & (gap <= MAX_LINK_GAP * tall) & same_line & (tall <= MAX_HEIGHT_RATIO * short)
         )
         # Overlapping boxes side by side (touching digits) are neighbours too.
-        ok &= gap >= -0.6 * np.minimum(w, w[i])
-        for j in np.flatnonzero(ok):
-            cost = float(max(0.0, gap[j]) / tall[j] + 2.0 * drift[j] / tall[j])
-            links.append((cost, i, int(j)))
+        ok &= gap >= -0.6 * np.minimum(w, w[rows])
+        i, j = np.nonzero(ok)
+        cost = np.maximum(0.0, gap[i, j]) / tall[i, j] + 2.0 * drift[i, j] / tall[i, j]
+        links.extend(zip(cost.tolist(), rows[i, 0].tolist(), j.tolist(), strict=True))
     links.sort()
     right = [-1] * len(boxes)
     left = [-1] * len(boxes)
