@@ -323,3 +323,28 @@ def test_predict_with_jobs_answers_in_order_with_one_line_per_bad_file(
         outputs[jobs] = [json.loads(line) for line in result.stdout.splitlines()]
     assert outputs["1"] == outputs["2"]
     assert [Path(r["image"]).name for r in outputs["2"]] == [f"{i:02d}.png" for i in range(12)]
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_reading_and_serving_send_and_keep_no_runtime_telemetry(
+    command: str, small_onnx: Path, tmp_path: Path
+) -> None:
+    # ONNX Runtime's telemetry keeps a device id and an event store under $HOME/.cache when it
+    # is on (and uploads from there); the reader turns it off before the runtime starts.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")
+    }
+    env["HOME"] = str(home)
+    if command == "predict":
+        args = ["-m", "digits_cli", "predict", str(PICTURE), "--json", "--model", str(small_onnx)]
+    else:
+        args = ["-c", SERVE_AND_READ, str(small_onnx), str(PICTURE)]
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["code"] == 200 if command == "serve" else answer["digits"]  # it really read
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
