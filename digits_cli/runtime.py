@@ -23,9 +23,9 @@ ONNX_SUFFIX = ".onnx"
 
 Classify = Callable[[np.ndarray], np.ndarray]
 # ONNX Runtime 1.29+ sends usage telemetry to Microsoft from Linux too (its 1DS uploader), keeping
-# a device id and an event database under ~/.cache/Microsoft; a reader of people's pictures
-# sends nothing anywhere, and creating all that cost ~0.2 s of every cold `digits predict`.
-# Read when ONNX Runtime first starts, so set before any session; an explicit value is kept.
+# a device id and an event database under ~/.cache/Microsoft (a read-only root filesystem has
+# no such place); a reader of people's pictures sends nothing anywhere. Read when ONNX Runtime
+# first starts, so set before any session; an explicit value is kept.
 TELEMETRY_OPT_OUT = ("ORT_DISABLE_TELEMETRY", "1")
 
 
