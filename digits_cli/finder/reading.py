@@ -102,12 +102,13 @@ def read_candidates(
         by_id |= classify_all(parts, classify, check)
     for candidate in unsure:
         surest(candidate, best_cut(lattices.get(id(candidate), {}), by_id), by_id)
-    return [
-        (chosen, by_id[id(chosen)])
-        for candidate in candidates
-        for chosen in choose_reading(candidate, by_id)[0]
-        if by_id[id(chosen)].max() >= cfg.min_confidence
-    ]
+    read = []
+    for candidate in candidates:
+        for chosen in choose_reading(candidate, by_id)[0]:
+            if by_id[id(chosen)].max() >= cfg.min_confidence:
+                chosen.whole = candidate
+                read.append((chosen, by_id[id(chosen)]))
+    return read
 
 
 def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate, np.ndarray]]:
@@ -139,18 +140,26 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
         hair = looks.strength < HAIR_STRENGTH * strength and (
             stroke_pixels(candidate) < HAIR_STROKE * stroke
         )
-        if not (faint or cut or box or hair or is_blob(candidate, height, strength)):
+        # A piece of a blob (dust cut apart as if digits touched) is part of that blob.
+        whole = candidate.whole or candidate
+        blob = is_blob(candidate, height, strength) or (
+            whole is not candidate and is_blob(whole, height, strength)
+        )
+        if not (faint or cut or box or hair or blob):
             clean.append((candidate, probabilities))
     if not clean:
         return clean
     # Then, among what is left, specks: lone regions far smaller than the page's digits. A bar
     # (a 1, or a scratch) this short for the page is a scratch.
     boxes = np.array([c.box for c, _ in clean], np.float64)
+    regions = np.array([id(c.whole or c) for c, _ in clean])
     kept = []
     for index, (candidate, probabilities) in enumerate(clean):
         _, _, w, h = candidate.box
         short = h < (BAR_HEIGHT if w < BLOB_ASPECT * h else SPECK_HEIGHT) * height
-        if not (short and not has_neighbour(boxes, index)):
+        # The pieces of one region split apart (a speck of dust cut in two) are no neighbours.
+        apart = regions != regions[index]
+        if not (short and not has_neighbour(boxes, index, apart)):
             kept.append((candidate, probabilities))
     return kept
 
@@ -174,11 +183,13 @@ def is_blob(candidate: Candidate, height: float, strength: float) -> bool:
     return solid >= BLOB_SOLIDITY and share * h < 0.5 * height and aspect >= BLOB_ASPECT
 
 
-def has_neighbour(boxes: np.ndarray, index: int) -> bool:
-    """Whether a region of about the same height lies beside region ``index`` on its line."""
+def has_neighbour(boxes: np.ndarray, index: int, among: np.ndarray | None = None) -> bool:
+    """Whether a region of about the same height lies beside region ``index`` on its line,
+    among the regions ``among`` marks (default: all)."""
     x, y, w, h = boxes[index]
-    others = np.delete(boxes, index, axis=0)
-    ox, oy, ow, oh = others.T
+    others = np.ones(len(boxes), bool) if among is None else among.copy()
+    others[index] = False
+    ox, oy, ow, oh = boxes[others].T
     similar = (oh >= 0.6 * h) & (oh <= 1.6 * h)
     gap = np.maximum(ox - (x + w), x - (ox + ow))
     level = np.abs((oy + oh / 2) - (y + h / 2)) <= h

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class Candidate:
     too_wide: bool = False
     # Working resolution over the original picture's (looks are measured at the former).
     scale: float = 1.0
+    # The region found that it is, or is a piece of (set once read; reading.read_candidates).
+    # (dataclasses.field by name: ``field`` is the form field's attribute from here on.)
+    whole: Candidate | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def split(self) -> None:
         """Make this region's parts (and theirs), if it is wide enough to have any."""
