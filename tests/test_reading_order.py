@@ -39,7 +39,7 @@ def test_slanted_rows_of_a_grid_are_read_row_by_row(degrees: float) -> None:
 def test_a_page_of_more_digits_than_one_block_of_pairs_is_read_row_by_row() -> None:
     # 40 rows of 10: digits are compared with all others PAIR_BLOCK at a time; rows straddle
     # the blocks' boundaries.
-    assert 40 * 10 > PAIR_BLOCK
+    assert PAIR_BLOCK < 40 * 10
     lines = arrange(grid(5, rows=40), number_gap=0.6)
     assert labels(lines) == [[[(r + c) % 10] for c in range(10)] for r in range(40)]
 

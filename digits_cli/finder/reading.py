@@ -22,14 +22,15 @@ CUT_SURE = 0.8
 REFERENCE_CONFIDENCE = 0.8
 # Clutter: ink fainter than this share of the page's digits; a solid blob (its strong ink
 # filling this share of its convex hull, this wide for its height; if of full strength, its
-# stroke this thick for its height) under half their height; a
-# lone region under this share of their height, or a lone bar under this share; a line under
-# this share of their strokes' width and this share of their strength (a hair). Strokes are
-# measured on this many of the page's digits.
+# stroke this thick for its height, unless that core spans under this share of its height)
+# under half their height; a lone region under this share of their height, or a lone bar
+# under this share; a line under this share of their strokes' width and this share of their
+# strength (a hair). Strokes are measured on this many of the page's digits.
 FAINT = 0.4
 BLOB_SOLIDITY = 0.9
 BLOB_THICKNESS = 0.35
 BLOB_ASPECT = 0.45
+CORE_SHARE = 0.6
 SPECK_HEIGHT = 0.1
 HAIR_STROKE = 0.35
 HAIR_STRENGTH = 0.75
@@ -177,9 +178,15 @@ def is_blob(candidate: Candidate, height: float, strength: float) -> bool:
     full = looks.strength >= 0.85 * strength
     if h >= 0.5 * height and full:
         return False  # a digit-sized region of full-strength ink: measure no further
-    if full and looks.thickness < BLOB_THICKNESS:
-        return False  # small, but drawn in strokes: a small digit
     solid, share, aspect = looks.core
+    # Small, but drawn in strokes: a small digit, its strong ink spanning it. (A speck of dust
+    # with faint ink around it looks thin-stroked as a whole, its solid core far shorter.)
+    if (
+        full
+        and looks.thickness < BLOB_THICKNESS
+        and not (solid >= BLOB_SOLIDITY and share < CORE_SHARE)
+    ):
+        return False
     return solid >= BLOB_SOLIDITY and share * h < 0.5 * height and aspect >= BLOB_ASPECT
 
 
