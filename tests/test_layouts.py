@@ -21,6 +21,9 @@ from digits_cli.config import SegmentSettings
 from digits_cli.data import Split
 from digits_cli.finder import Digit, read_digits
 from digits_cli.finder.crop import ink_bounds
+from digits_cli.finder.looks import Looks
+from digits_cli.finder.reading import is_blob
+from digits_cli.finder.regions import Candidate
 from digits_cli.images import read_image_file
 
 LAYOUTS = Path(__file__).parent / "data/layouts"
@@ -187,3 +190,21 @@ def test_a_sheet_darkened_on_one_side_by_the_lighting_is_found_whole() -> None:
     sheet = find_sheet(np.clip(photo, 0, 255).astype(np.uint8))
     assert sheet is not None
     assert 0.55 < sheet.mean() < 0.67
+
+
+def region_looking(height: int, core: tuple[float, float, float], thickness: float) -> Candidate:
+    """A region ``height`` px tall of full-strength ink, its looks as given."""
+    looks = Looks(0.8, 0.6, False, lambda: thickness, lambda: core)
+    return Candidate((100, 100, height, height), np.zeros((28, 28), np.float32), looks)
+
+
+@pytest.mark.parametrize(
+    ("height", "blob"),
+    [(8, True), (12, True), (20, False), (28, False)],  # beside digits 60 px tall
+)
+def test_a_speck_far_smaller_than_the_digits_is_a_blob_though_pixelated(
+    height: int, blob: bool
+) -> None:
+    # A dust speck 8-14 px across fills 0.85-0.9 of its hull on a 200-dpi scan; a small digit of
+    # a page of mixed sizes (a third of the others' height) can look as solid, and stays.
+    assert is_blob(region_looking(height, (0.87, 0.8, 1.0), 0.4), 60, 0.8) is blob

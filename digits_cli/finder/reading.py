@@ -31,6 +31,8 @@ BLOB_SOLIDITY = 0.9
 BLOB_THICKNESS = 0.35
 BLOB_ASPECT = 0.45
 CORE_SHARE = 0.6
+# A blob under this share of the digits' height: its core filling this share of its hull.
+SPECK_BLOB_HEIGHT, SPECK_SOLIDITY = 0.25, 0.85
 SPECK_HEIGHT = 0.1
 HAIR_STROKE = 0.35
 HAIR_STRENGTH = 0.75
@@ -187,7 +189,9 @@ def is_blob(candidate: Candidate, height: float, strength: float) -> bool:
         and not (solid >= BLOB_SOLIDITY and share < CORE_SHARE)
     ):
         return False
-    return solid >= BLOB_SOLIDITY and share * h < 0.5 * height and aspect >= BLOB_ASPECT
+    # A speck far smaller than the digits, pixelated, fills its hull less than a larger blob.
+    solidity = SPECK_SOLIDITY if h < SPECK_BLOB_HEIGHT * height else BLOB_SOLIDITY
+    return solid >= solidity and share * h < 0.5 * height and aspect >= BLOB_ASPECT
 
 
 def has_neighbour(boxes: np.ndarray, index: int, among: np.ndarray | None = None) -> bool:
