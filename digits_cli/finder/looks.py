@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from digits_cli.finder.crop import stroke_width
+from digits_cli.finder.crop import median, stroke_width
 from digits_cli.finder.results import Box
 
 # Ink along this share of every side of its box is a box.
@@ -33,6 +33,13 @@ class Looks:
     )
     # Whether its ink runs along all four sides of its box (a printed box, a grid's cell).
     measure_framed: Callable[[], bool] = field(default=lambda: False, repr=False)
+    # Its strong ink's colour as its median departure from the paper (RGB, paper minus ink;
+    # coverage scales it, the pen's colour sets its direction); None when not measured.
+    measure_colour: Callable[[], np.ndarray | None] = field(default=lambda: None, repr=False)
+
+    @functools.cached_property
+    def colour(self) -> np.ndarray | None:
+        return self.measure_colour()
 
     @functools.cached_property
     def framed(self) -> bool:
@@ -48,9 +55,17 @@ class Looks:
         return self.measure_core()
 
 
-def looks_of(contrast: np.ndarray, own: np.ndarray, strength: float, box: Box, image: Any) -> Looks:
-    """How the ink ``own`` (with its ``contrast`` and ``strength``) at ``box`` of ``image``
-    looks; its stroke structure is measured only when asked."""
+def looks_of(
+    contrast: np.ndarray,
+    own: np.ndarray,
+    strength: float,
+    box: Box,
+    image: Any,
+    departure: np.ndarray | None = None,
+) -> Looks:
+    """How the ink ``own`` (with its ``contrast`` and ``strength``, and its ``departure`` from
+    the paper, all of one shape) at ``box`` of ``image`` looks; its stroke structure and colour
+    are measured only when asked."""
     height, width = np.shape(image)[:2]
     x, y, w, h = box
     edge = x <= 1 or y <= 1 or x + w >= width - 1 or y + h >= height - 1
@@ -61,7 +76,17 @@ def looks_of(contrast: np.ndarray, own: np.ndarray, strength: float, box: Box, i
         lambda: stroke_width(own) / own.shape[0],
         lambda: strong_core(contrast, own, strength),
         lambda: framed(own),
+        lambda: None if departure is None else strong_colour(departure, contrast, own, strength),
     )
+
+
+def strong_colour(
+    departure: np.ndarray, contrast: np.ndarray, own: np.ndarray, strength: float
+) -> np.ndarray | None:
+    """The median ``departure`` (from the paper, RGB) of the strong ink of ``own`` (at least
+    half its strength)."""
+    pixels = departure[own & (contrast >= 0.5 * strength)]
+    return np.asarray(median(pixels, axis=0), np.float64) if len(pixels) else None
 
 
 def framed(own: np.ndarray) -> bool:

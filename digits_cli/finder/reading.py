@@ -38,6 +38,9 @@ HAIR_STROKE = 0.35
 HAIR_STRENGTH = 0.75
 STROKE_SAMPLE = 15
 BAR_HEIGHT = 0.35
+# A form's printed lines and the pen differ by at least this (degrees between their departures
+# from the paper, see angle) for the colour of a piece of ink to tell which it is.
+PRINTED_APART = 7.0
 # Crops classified at once: a page of hundreds of regions is classified in a few batches, so a
 # deadline is noticed between them.
 CLASSIFY_BATCH = 64
@@ -130,6 +133,7 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
     # Stroke widths (working pixels) of a few of the page's digits.
     sample = confident[:: max(1, len(confident) // STROKE_SAMPLE)]
     stroke = float(median([stroke_pixels(c) for c in sample]))
+    printed = printed_colour(read, sample)
     clean = []
     for candidate, probabilities in read:
         looks = candidate.looks
@@ -148,7 +152,10 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
         blob = is_blob(candidate, height, strength) or (
             whole is not candidate and is_blob(whole, height, strength)
         )
-        if not (faint or cut or box or hair or blob):
+        # A bar in the colour of the form's printed lines, not the pen's: a piece of a box's
+        # wall or a comb's tick left over.
+        wall = printed is not None and w < BLOB_ASPECT * h and in_colour(candidate, *printed)
+        if not (faint or cut or box or hair or blob or wall):
             clean.append((candidate, probabilities))
     if not clean:
         return clean
@@ -165,6 +172,34 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
         if not (short and not has_neighbour(boxes, index, apart)):
             kept.append((candidate, probabilities))
     return kept
+
+
+def printed_colour(
+    read: list[tuple[Candidate, np.ndarray]], sample: list[Candidate]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The colours of the page's printed lines and of its pen (the ``sample`` of its digits),
+    when they differ clearly; else None (a black pen on a black form: colour tells nothing)."""
+    lines = next((c.whole.lines_colour for c, _ in read if c.whole is not None), None)
+    pens = [colour for c in sample if (colour := c.looks.colour) is not None]
+    if lines is None or not pens:
+        return None
+    pen = np.asarray(median(np.array(pens), axis=0), np.float64)
+    return (lines, pen) if angle(lines, pen) >= PRINTED_APART else None
+
+
+def in_colour(candidate: Candidate, lines: np.ndarray, pen: np.ndarray) -> bool:
+    """Whether a region's ink is of the printed lines' colour rather than the pen's."""
+    colour = candidate.looks.colour
+    return colour is not None and angle(colour, lines) < 0.5 * angle(colour, pen)
+
+
+def angle(first: np.ndarray, second: np.ndarray) -> float:
+    """The angle (degrees) between two colours' departures from the paper: how different the
+    inks are, whatever share of each pixel they cover (a thin stroke departs less)."""
+    norms = float(np.linalg.norm(first) * np.linalg.norm(second))
+    if norms <= 0:
+        return 0.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(first @ second) / norms))))
 
 
 def stroke_pixels(candidate: Candidate) -> float:

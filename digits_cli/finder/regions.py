@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from digits_cli.config import SegmentSettings
-from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop
+from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, median, mnist_crop
 from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
 from digits_cli.finder.looks import Looks, looks_of
 from digits_cli.finder.paper import colour_distance, estimate_background, ink_mask, working_rgb
@@ -68,6 +68,9 @@ class Candidate:
     # The region found that it is, or is a piece of (set once read; reading.read_candidates).
     # (dataclasses.field by name: ``field`` is the form field's attribute from here on.)
     whole: Candidate | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The colour of the page's printed lines (form boxes, rules) taken out, as their departure
+    # from the paper (RGB), the same for every region found on the page; None if there were none.
+    lines_colour: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def split(self) -> None:
         """Make this region's parts (and theirs), if it is wide enough to have any."""
@@ -112,6 +115,7 @@ def find_digits(
     ink, lines, fields = remove_lines(ink, mask, strong, min_height, check)
     check()
     regions = find_regions(ink, lines, smooth, contrast, min_height, check)
+    lines_colour = line_colour(smooth, background, lines)
     # Small digits keep their holes only without the blur, which is needed against noise alone.
     clean = noise < CLEAN_NOISE
     candidates = []
@@ -124,11 +128,34 @@ def find_digits(
         own_contrast = (
             colour_distance(rgb[window], background[window]) if clean else contrast[window]
         )
-        candidate = make_candidate(own_contrast, own, (x, y), scale, image, min_height)
+        # Ink colours matter only beside printed lines (reading.plausible): measured only then.
+        departure = (
+            None
+            if lines_colour is None
+            else cv2.subtract(background[window], smooth[window], dtype=cv2.CV_16S)
+        )
+        candidate = make_candidate(
+            own_contrast, own, (x, y), scale, image, min_height, departure=departure
+        )
         if candidate is not None:
             candidate.field = field_of((x, y, w, h), fields)
+            candidate.lines_colour = lines_colour
             candidates.append(candidate)
     return candidates
+
+
+def line_colour(
+    rgb: np.ndarray, background: np.ndarray, lines: np.ndarray | None
+) -> np.ndarray | None:
+    """The median departure from the paper (RGB, paper minus ink) of the lines taken out, or
+    None if none were."""
+    if lines is None:
+        return None
+    on_lines = lines > 0
+    if not on_lines.any():
+        return None
+    departures = background[on_lines].astype(np.int16) - rgb[on_lines]
+    return np.asarray(median(departures, axis=0), np.float64)
 
 
 def field_of(box: Box, fields: list[Box]) -> int:
@@ -150,6 +177,7 @@ def make_candidate(
     min_height: int,
     depth: int = 0,
     max_depth: int = MAX_SPLIT_DEPTH,
+    departure: np.ndarray | None = None,
 ) -> Candidate | None:
     """A candidate for the ink ``own`` with its ``contrast`` (same shape, placed at ``origin``).
 
@@ -164,6 +192,7 @@ def make_candidate(
     top, bottom, left, right = bounds
     own = own[top:bottom, left:right]
     contrast = contrast[top:bottom, left:right]
+    departure = None if departure is None else departure[top:bottom, left:right]
     x, y = origin[0] + left, origin[1] + top
     h, w = own.shape
     strength = ink_strength(contrast, own)
@@ -171,7 +200,7 @@ def make_candidate(
     if crop is None:
         return None
     box = original_box((x, y, w, h), scale, image)
-    candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image))
+    candidate = Candidate(box, crop, looks_of(contrast, own, strength, box, image, departure))
     candidate.too_wide = w > MAX_WIDTH_RATIO * h
     candidate.scale = scale
     if depth == 0 and candidate.too_wide:
@@ -188,7 +217,15 @@ def make_candidate(
                 for half in halves
                 if (
                     part := make_candidate(
-                        contrast, half, (x, y), scale, image, min_height, depth + 1, max_depth
+                        contrast,
+                        half,
+                        (x, y),
+                        scale,
+                        image,
+                        min_height,
+                        depth + 1,
+                        max_depth,
+                        departure,
                     )
                 )
                 and part.box[3] * scale >= max(min_height / 2, MIN_PART * h)
@@ -213,7 +250,15 @@ def make_candidate(
                     piece = np.zeros_like(own)
                     piece[:, left_edge:right_edge] = without_slivers(own[:, left_edge:right_edge])
                     part = make_candidate(
-                        contrast, piece, (x, y), scale, image, min_height, max_depth, max_depth
+                        contrast,
+                        piece,
+                        (x, y),
+                        scale,
+                        image,
+                        min_height,
+                        max_depth,
+                        max_depth,
+                        departure,
                     )
                     if part is not None and part.box[3] * scale >= max(
                         min_height / 2, MIN_PART * h
