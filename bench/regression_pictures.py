@@ -28,6 +28,7 @@ SEED = 7
 CHOSEN = (
     ("boxes", 4),  # printed in a colour apart from the pen's: leftover walls are no 1s (session 7)
     ("boxes", 8),
+    ("boxes", 35),  # a comb's ticks in the form's colour, as narrow as a 1 is (session 7)
     ("boxes", 11),
     ("askew", 7),
     ("askew", 12),

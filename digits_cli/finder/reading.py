@@ -41,6 +41,8 @@ BAR_HEIGHT = 0.35
 # A form's printed lines and the pen differ by at least this (degrees between their departures
 # from the paper, see angle) for the colour of a piece of ink to tell which it is.
 PRINTED_APART = 7.0
+# A piece of a wall or a tick is this narrow for its height at most.
+WALL_ASPECT = 0.6
 # Crops classified at once: a page of hundreds of regions is classified in a few batches, so a
 # deadline is noticed between them.
 CLASSIFY_BATCH = 64
@@ -154,7 +156,7 @@ def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate,
         )
         # A bar in the colour of the form's printed lines, not the pen's: a piece of a box's
         # wall or a comb's tick left over.
-        wall = printed is not None and w < BLOB_ASPECT * h and in_colour(candidate, *printed)
+        wall = printed is not None and w < WALL_ASPECT * h and in_colour(candidate, *printed)
         if not (faint or cut or box or hair or blob or wall):
             clean.append((candidate, probabilities))
     if not clean:
