@@ -116,7 +116,9 @@ def percentile(values: ArrayLike, q: float) -> float:
 
 def smoothstep(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """0 below ``low``, 1 above ``high``, a smooth S-curve between."""
-    t = np.clip((values - low) / (high - low), 0, 1)
+    t = (values - low) / (high - low)
+    # np.clip, by its two ufuncs in place (the wrapper costs more than the work on a crop).
+    np.minimum(np.maximum(t, 0, out=t), 1, out=t)
     return (t * t * (3 - 2 * t)).astype(np.float32)
 
 
@@ -146,4 +148,4 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray | None:
     frame[dst_y0 : dst_y0 + h, dst_x0 : dst_x0 + w] = digit[
         src_y0 : src_y0 + h, src_x0 : src_x0 + w
     ]
-    return np.clip(frame, 0, 1)
+    return np.minimum(np.maximum(frame, 0, out=frame), 1, out=frame)  # np.clip, in place
