@@ -201,15 +201,19 @@ def page_of_one_digit(ink: np.ndarray, height: int) -> np.ndarray:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known (found by the property test above in a random run, session 6; its CI profile "
-    "does not draw it): this 5's top is a faint blob apart from the rest, one piece only above "
-    "the test's 0.5 threshold, and the finder keeps it as a 7x8 px candidate of its own",
+    reason="known (found by the property test above in random runs, sessions 6 and 7; its CI "
+    "profile does not draw them): a faint piece apart from the digit (the top of 589, a 5; a "
+    "5x8 px fragment beside 925 at 104 px), below the test's 0.5 threshold, is kept as a "
+    "candidate of its own by find_digits (read with the champion, each is one digit)",
 )
-def test_a_5_whose_top_is_a_faint_blob_apart_is_found_once(mnist_small: dict[str, Split]) -> None:
-    digit = mnist_small["test"].images[589]
+@pytest.mark.parametrize(("index", "height"), [(589, 47), (925, 104)])
+def test_a_digit_with_a_faint_piece_apart_is_found_once(
+    mnist_small: dict[str, Split], index: int, height: int
+) -> None:
+    digit = mnist_small["test"].images[index]
     rows, cols = np.nonzero(digit > 0)
     ink = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255
-    assert len(find_digits(page_of_one_digit(ink, 47), CFG)) == 1
+    assert len(find_digits(page_of_one_digit(ink, height), CFG)) == 1
 
 
 # The same examples on every run, as Hypothesis's CI profile draws them: the cases it found
