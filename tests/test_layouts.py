@@ -8,8 +8,10 @@ every digit found once, nothing else found, and the reading's rows and numbers a
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -208,3 +210,18 @@ def test_a_speck_far_smaller_than_the_digits_is_a_blob_though_pixelated(
     # A dust speck 8-14 px across fills 0.85-0.9 of its hull on a 200-dpi scan; a small digit of
     # a page of mixed sizes (a third of the others' height) can look as solid, and stays.
     assert is_blob(region_looking(height, (0.87, 0.8, 1.0), 0.4), 60, 0.8) is blob
+
+
+@pytest.mark.parametrize("classify", [sure_classifier, wide_unsure_narrow_ones])
+def test_a_reading_leaves_no_reference_cycles(classify: Callable) -> None:
+    # A cycle among the candidates (a piece pointing back at the region holding it) kept a
+    # picture's arrays alive until the collector's next full sweep: memory a server holds on to.
+    picture = read_image_file(LAYOUTS / "boxes-4.png", CFG.max_pixels, CFG.max_file_bytes)
+    read_digits(picture, classify, CFG)
+    gc.collect()
+    gc.disable()
+    try:
+        assert read_digits(picture, classify, CFG).digits
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

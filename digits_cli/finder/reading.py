@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -112,9 +113,14 @@ def read_candidates(
         surest(candidate, best_cut(lattices.get(id(candidate), {}), by_id), by_id)
     read = []
     for candidate in candidates:
-        for chosen in choose_reading(candidate, by_id)[0]:
+        chosen_pieces = choose_reading(candidate, by_id)[0]
+        # A piece refers to its region as found, without the region's parts: no reference cycle
+        # (which would keep a picture's arrays alive until the garbage collector's next sweep).
+        whole = dataclasses.replace(candidate, parts=[], splitter=None, cutter=None)
+        for chosen in chosen_pieces:
             if by_id[id(chosen)].max() >= cfg.min_confidence:
-                chosen.whole = candidate
+                if chosen is not candidate:
+                    chosen.whole = whole
                 read.append((chosen, by_id[id(chosen)]))
     return read
 
@@ -181,7 +187,10 @@ def printed_colour(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The colours of the page's printed lines and of its pen (the ``sample`` of its digits),
     when they differ clearly; else None (a black pen on a black form: colour tells nothing)."""
-    lines = next((c.whole.lines_colour for c, _ in read if c.whole is not None), None)
+    lines = next(
+        (found.lines_colour for c, _ in read if (found := c.whole or c).lines_colour is not None),
+        None,
+    )
     pens = [colour for c in sample if (colour := c.looks.colour) is not None]
     if lines is None or not pens:
         return None

@@ -65,7 +65,7 @@ class Candidate:
     too_wide: bool = False
     # Working resolution over the original picture's (looks are measured at the former).
     scale: float = 1.0
-    # The region found that it is, or is a piece of (set once read; reading.read_candidates).
+    # For a piece read in place of its region: the region as found (reading.read_candidates).
     # (dataclasses.field by name: ``field`` is the form field's attribute from here on.)
     whole: Candidate | None = dataclasses.field(default=None, repr=False, compare=False)
     # The colour of the page's printed lines (form boxes, rules) taken out, as their departure
