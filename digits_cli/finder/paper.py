@@ -353,3 +353,17 @@ def ink_mask(
     low = max(min_contrast, 3.5 * noise)
     high = max(2.5 * min_contrast, 2 * low)
     return (contrast >= low).view(np.uint8), contrast >= high, noise
+
+
+def line_colour(
+    rgb: np.ndarray, background: np.ndarray, lines: np.ndarray | None
+) -> np.ndarray | None:
+    """The median departure from the paper (RGB, paper minus ink) of the lines taken out, or
+    None if none were."""
+    if lines is None:
+        return None
+    on_lines = lines > 0
+    if not on_lines.any():
+        return None
+    departures = background[on_lines].astype(np.int16) - rgb[on_lines]
+    return np.asarray(median(departures, axis=0), np.float64)

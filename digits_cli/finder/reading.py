@@ -113,13 +113,15 @@ def read_candidates(
         surest(candidate, best_cut(lattices.get(id(candidate), {}), by_id), by_id)
     read = []
     for candidate in candidates:
-        chosen_pieces = choose_reading(candidate, by_id)[0]
-        # A piece refers to its region as found, without the region's parts: no reference cycle
-        # (which would keep a picture's arrays alive until the garbage collector's next sweep).
-        whole = dataclasses.replace(candidate, parts=[], splitter=None, cutter=None)
-        for chosen in chosen_pieces:
+        whole = None
+        for chosen in choose_reading(candidate, by_id)[0]:
             if by_id[id(chosen)].max() >= cfg.min_confidence:
                 if chosen is not candidate:
+                    # The region as found, without its parts: no reference cycle (which would
+                    # keep a picture's arrays alive until the collector's next full sweep).
+                    whole = whole or dataclasses.replace(
+                        candidate, parts=[], splitter=None, cutter=None
+                    )
                     chosen.whole = whole
                 read.append((chosen, by_id[id(chosen)]))
     return read

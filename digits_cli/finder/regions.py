@@ -11,10 +11,16 @@ from typing import Any
 import numpy as np
 
 from digits_cli.config import SegmentSettings
-from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, median, mnist_crop
+from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop
 from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
 from digits_cli.finder.looks import Looks, looks_of
-from digits_cli.finder.paper import colour_distance, estimate_background, ink_mask, working_rgb
+from digits_cli.finder.paper import (
+    colour_distance,
+    estimate_background,
+    ink_mask,
+    line_colour,
+    working_rgb,
+)
 from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
 from digits_cli.finder.touching import PIECE_WIDTH, cut_points, split_column, without_slivers
 
@@ -142,20 +148,6 @@ def find_digits(
             candidate.lines_colour = lines_colour
             candidates.append(candidate)
     return candidates
-
-
-def line_colour(
-    rgb: np.ndarray, background: np.ndarray, lines: np.ndarray | None
-) -> np.ndarray | None:
-    """The median departure from the paper (RGB, paper minus ink) of the lines taken out, or
-    None if none were."""
-    if lines is None:
-        return None
-    on_lines = lines > 0
-    if not on_lines.any():
-        return None
-    departures = background[on_lines].astype(np.int16) - rgb[on_lines]
-    return np.asarray(median(departures, axis=0), np.float64)
 
 
 def field_of(box: Box, fields: list[Box]) -> int:
