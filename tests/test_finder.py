@@ -183,12 +183,17 @@ def test_an_mnist_digit_at_any_height_is_found_exactly_once(
     mnist_small: dict[str, Split], index: int, height: int
 ) -> None:
     digit = mnist_small["test"].images[index]
-    rows, cols = np.nonzero(digit > 0)
-    ink = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255
+    ink = mnist_ink(digit)
     pieces = cv2.connectedComponents((ink > 0.5).astype(np.uint8), connectivity=8)[0] - 1
     # A digit written in several strokes is not "one component" to start with: not an example.
     assume(pieces == 1)
     assert len(find_digits(page_of_one_digit(ink, height), CFG)) == 1
+
+
+def mnist_ink(digit: np.ndarray) -> np.ndarray:
+    """An MNIST digit (uint8) cropped to its ink, as float32 in [0, 1]."""
+    rows, cols = np.nonzero(digit > 0)
+    return digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255
 
 
 def page_of_one_digit(ink: np.ndarray, height: int) -> np.ndarray:
@@ -213,8 +218,7 @@ def test_a_digit_with_a_faint_piece_apart_is_found_once(
     mnist_small: dict[str, Split], index: int, height: int
 ) -> None:
     digit = mnist_small["test"].images[index]
-    rows, cols = np.nonzero(digit > 0)
-    ink = digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32) / 255
+    ink = mnist_ink(digit)
     assert len(find_digits(page_of_one_digit(ink, height), CFG)) == 1
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_finder import PAPER, page, sure_classifier
+from test_finder import PAPER, mnist_ink, page, sure_classifier
 
 from digits_cli.config import SegmentSettings
 from digits_cli.data import Split
@@ -29,8 +29,8 @@ from digits_cli.finder.regions import Candidate
 from digits_cli.images import read_image_file
 
 LAYOUTS = Path(__file__).parent / "data/layouts"
-TRUTH = json.loads((LAYOUTS / "ground-truth.json").read_text())["images"]
-DUST = json.loads((LAYOUTS / "ground-truth.json").read_text())["dust"]
+GROUND_TRUTH = json.loads((LAYOUTS / "ground-truth.json").read_text())
+TRUTH, DUST = GROUND_TRUTH["images"], GROUND_TRUTH["dust"]
 CFG = SegmentSettings()
 
 
@@ -79,8 +79,7 @@ def test_a_row_of_touching_digits_wider_than_any_digit_is_read_not_dropped(
     picture = page(520, 200).astype(np.float32)
     x = 40.0
     for image in mnist_small["test"].images[[3, 5, 7, 9]]:
-        rows, cols = np.nonzero(image > 0)
-        ink = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / np.float32(255)
+        ink = mnist_ink(image)
         width = round(ink.shape[1] * 80 / ink.shape[0])
         ink = cv2.resize(ink, (width, 80), interpolation=cv2.INTER_CUBIC).clip(0, 1)
         region = picture[60:140, round(x) : round(x) + width]
@@ -98,12 +97,18 @@ def test_an_empty_printed_box_is_not_a_digit() -> None:
     assert read_digits(picture, sure_classifier, CFG).digits == []
 
 
-def test_dust_and_faint_show_through_beside_written_digits_are_not_digits() -> None:
+def written_31415() -> np.ndarray:
+    """A 700x300 page holding 3 1 4 1 5 in bold print about 60 px tall, their feet at y = 180."""
     picture = page(700, 300)
     for index, digit in enumerate("31415"):
         cv2.putText(
             picture, digit, (60 + 110 * index, 180), cv2.FONT_HERSHEY_SIMPLEX, 3.0, (30, 30, 40), 9
         )
+    return picture
+
+
+def test_dust_and_faint_show_through_beside_written_digits_are_not_digits() -> None:
+    picture = written_31415()
     for centre in ((40, 40), (400, 260), (650, 60), (300, 30)):  # dust: small solid blobs
         cv2.ellipse(picture, centre, (6, 5), 30, 0, 360, (40, 40, 40), -1)
     faint = tuple(int(v) for v in np.array(PAPER) - 25)
@@ -129,11 +134,7 @@ def wide_unsure_narrow_ones(crops: np.ndarray) -> np.ndarray:
 def test_a_speck_of_dust_cut_apart_as_if_digits_touched_is_no_digit(axes: tuple[int, int]) -> None:
     # Its pieces are neighbours only of each other, and pieces of a blob; on 200-dpi scans such
     # pieces were a third of the false detections.
-    picture = page(700, 300)
-    for index, digit in enumerate("31415"):
-        cv2.putText(
-            picture, digit, (60 + 110 * index, 180), cv2.FONT_HERSHEY_SIMPLEX, 3.0, (30, 30, 40), 9
-        )
+    picture = written_31415()
     cv2.ellipse(picture, (400, 250), axes, 5, 0, 360, (40, 40, 40), -1)
     reading = read_digits(picture, wide_unsure_narrow_ones, CFG)
     assert [d.box[1] < 200 for d in reading.digits] == [True] * 5
