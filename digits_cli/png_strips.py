@@ -86,10 +86,7 @@ def chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
             raise ValueError(f"truncated {kind!r} chunk")
         body = data[at + 8 : at + 8 + length]
         # As Pillow does: the pixel data's integrity is zlib's own checksum, not the CRC.
-        if (
-            kind != b"IDAT"
-            and zlib.crc32(kind + body) != struct.unpack(">I", data[end - 4 : end])[0]
-        ):
+        if kind != b"IDAT" and chunk_crc(kind, body) != struct.unpack(">I", data[end - 4 : end])[0]:
             raise ValueError(f"broken {kind!r} chunk (CRC)")
         yield kind, body
         if kind == b"IEND":
@@ -104,8 +101,12 @@ def chunk(kind: bytes, body: bytes) -> bytes:
 
 def chunk_parts(kind: bytes, body: bytes) -> list[bytes]:
     """A PNG chunk as its length, type, body and CRC, for a join to copy ``body`` only once."""
-    crc = zlib.crc32(body, zlib.crc32(kind))
-    return [struct.pack(">I", len(body)), kind, body, struct.pack(">I", crc)]
+    return [struct.pack(">I", len(body)), kind, body, struct.pack(">I", chunk_crc(kind, body))]
+
+
+def chunk_crc(kind: bytes, body: bytes) -> int:
+    """A chunk's CRC (over its type and body), without joining them into a copy."""
+    return zlib.crc32(body, zlib.crc32(kind))
 
 
 def inflated(pieces: list[bytes]) -> Iterator[bytes]:
