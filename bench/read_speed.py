@@ -1,7 +1,7 @@
 """How fast one picture is read in-process: decode + find + classify, after warm-up.
 
     .venv/bin/python bench/read_speed.py [--model MODEL] [--runs 200] [--threads 1]
-    .venv/bin/python bench/read_speed.py --against d04970e~1 [--rounds 5] [--runs 100]
+    .venv/bin/python bench/read_speed.py --against d04970e~1 [--rounds 300] [--step 5]
 
 The picture is 640x480 PNG holding 10 MNIST test digits (two rows of numbers) on paper with a
 lighting gradient. The model (default: the champion, as `digits predict` picks it) runs on ONNX
@@ -11,17 +11,16 @@ of this process (other work on a shared machine inflates the first more than the
 the load average before and after.
 
 ``--against REV`` compares with the reader of an earlier git revision (``d04970e~1``: when
-issue 9 was filed, torch classifying): both this script and REV's own ``bench/read_speed.py``
-(from a temporary worktree, ``PYTHONPATH`` and ``DIGITS_PARAMS`` pointing at it) run in turn,
-one process each per round, and the ratio of their total medians is printed, since the CPU
-changes between machines and its speed drifts within the hour (goal: at most 10 / 12.9 = 0.78).
+issue 9 was filed, torch classifying): a reader of each (bench/read_worker.py, REV's package from
+a temporary worktree) reads the picture in turns of a tenth of a second, and the median of the
+turns' CPU-time ratios is printed, since the CPU changes between machines and its speed drifts
+by a third within minutes here (goal: at most 10 / 12.9 = 0.78).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -69,65 +68,96 @@ def load_average() -> str:
 
 
 GOAL_RATIO = 10 / 12.9  # issue 9: at most 10 ms where the reader of then took 12.9 ms
-TOTAL_LINE = re.compile(r"total\s+wall median\s+([\d.]+) ms.*CPU median\s+([\d.]+) ms")
-
-
-def total_ms(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU median of the whole read (ms), as printed by a read_speed.py run."""
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-    match = TOTAL_LINE.search(done.stdout)
-    if match is None:
-        sys.exit(f"no 'total' line in the output of {' '.join(command)}:\n{done.stdout}")
-    return float(match[1]), float(match[2])
 
 
 def compare(args: argparse.Namespace) -> None:
-    """This reader against revision ``args.against``'s, in turn, ``args.rounds`` rounds."""
+    """This reader against revision ``args.against``'s, in lockstep (bench/read_worker.py).
+
+    Both readers load once, in a process each, then take turns: ``args.step`` reads of the
+    picture each, ``args.rounds`` times over. A turn lasts a tenth of a second, so the CPU's
+    speed, which drifts by a third within minutes here, is the same for both sides of a turn;
+    the ratio is taken per turn, and their median printed.
+    """
     repo = Path(__file__).resolve().parent.parent
-    common = ["--runs", str(args.runs), "--warmup", str(args.warmup)]
-    common += ["--threads", str(args.threads), "--digits", str(args.digits)]
-    ours = [sys.executable, str(Path(__file__).resolve()), *common]
-    if args.model:
-        ours += ["--model", args.model]
+    worker = Path(__file__).resolve().parent / "read_worker.py"
     with tempfile.TemporaryDirectory() as scratch:
+        picture = Path(scratch) / "picture.png"
+        picture.write_bytes(test_picture(args.digits))
         tree = Path(scratch) / "reference"
         subprocess.run(
             ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), args.against],
             check=True,
             capture_output=True,
         )
-        try:
-            theirs = [sys.executable, str(tree / "bench" / "read_speed.py"), *common]
-            theirs += ["--model", args.against_model]
-            their_env = dict(
-                os.environ, PYTHONPATH=str(tree), DIGITS_PARAMS=str(tree / "params.yaml")
+        # One thread each, as `digits` sets it (numpy's OpenBLAS otherwise spins a thread per
+        # core after each product, CPU time that is the machine's, not the reader's).
+        one_thread = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        sides = {
+            "this": (args.model or "", dict(one_thread, PYTHONPATH=str(repo))),
+            args.against: (
+                str(Path(args.against_model).resolve()),
+                dict(one_thread, PYTHONPATH=str(tree), DIGITS_PARAMS=str(tree / "params.yaml")),
+            ),
+        }
+        workers = {
+            name: subprocess.Popen(
+                [sys.executable, str(worker), str(picture), model],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
             )
-            results: dict[str, list[tuple[float, float]]] = {"this": [], args.against: []}
-            for round_number in range(1, args.rounds + 1):
-                results["this"].append(total_ms(ours, dict(os.environ)))
-                results[args.against].append(total_ms(theirs, their_env))
-                (ours_wall, _), (theirs_wall, _) = results["this"][-1], results[args.against][-1]
-                print(
-                    f"round {round_number}: this {ours_wall:.2f} ms, {args.against} "
-                    f"{theirs_wall:.2f} ms: {ours_wall / theirs_wall:.2f}x",
-                    flush=True,
-                )
+            for name, (model, env) in sides.items()
+        }
+        try:
+
+            def turn(name: str, reads: int) -> tuple[np.ndarray, str]:
+                """Seconds a read: total, decode, classify; and the text read."""
+                process = workers[name]
+                assert process.stdin is not None and process.stdout is not None
+                process.stdin.write(f"{reads}\n")
+                process.stdin.flush()
+                answer = process.stdout.readline()
+                if not answer:
+                    sys.exit(f"the {name} reader ended early (see its error above)")
+                *seconds, text = answer.split(" ", 3)
+                return np.array(seconds, float) / reads, text.strip()
+
+            load_before = load_average()
+            texts = {name: turn(name, args.warmup)[1] for name in workers}
+            times: dict[str, list[np.ndarray]] = {name: [] for name in workers}
+            for _ in range(args.rounds):
+                for name in workers:
+                    times[name].append(turn(name, args.step)[0])
         finally:
+            for process in workers.values():
+                process.communicate("\n", timeout=60)
             subprocess.run(
                 ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)],
                 check=False,
                 capture_output=True,
             )
-    ratios = [ours[1] / theirs[1] for ours, theirs in zip(*results.values(), strict=True)]
-    for name, values in results.items():
-        wall, cpu = (statistics.median(column) for column in zip(*values, strict=True))
-        print(f"  {name:12s} total median over rounds: wall {wall:.2f} ms, CPU {cpu:.2f} ms")
+    ratios = [ours[0] / theirs[0] for ours, theirs in zip(*times.values(), strict=True)]
+    print(
+        f"640x480 PNG, 10 digits, decode + find + classify, 1 thread, CPU time; {args.rounds} "
+        f"turns of {args.step} reads each, in lockstep, after {args.warmup} warm-up reads; "
+        f"load average {load_before} before, {load_average()} after ({os.cpu_count()} CPUs)"
+    )
+    for name, values in times.items():
+        total, decode, classify = np.median(np.array(values), axis=0) * 1000
+        print(
+            f"  {name:12s} median {total:6.2f} ms a read: decode {decode:.2f}, find "
+            f"{total - decode - classify:.2f}, classify {classify:.2f}; read as {texts[name]}"
+        )
     ratio = statistics.median(ratios)
+    low, _, high = statistics.quantiles(ratios, n=4)
     verdict = "meets" if ratio <= GOAL_RATIO else "misses"
     print(
-        f"  this / {args.against} (CPU, median of the rounds' ratios): {ratio:.2f}x, "
-        f"rounds {min(ratios):.2f}-{max(ratios):.2f}x ({verdict} the goal of {GOAL_RATIO:.2f}x)"
+        f"  this / {args.against}: {ratio:.3f}x, median of the turns' ratios (quartiles "
+        f"{low:.3f}-{high:.3f}x; {verdict} the goal of {GOAL_RATIO:.2f}x)"
     )
+    if texts["this"] != texts[args.against]:
+        print("  note: the two readers read the picture differently")
 
 
 def main() -> None:
@@ -145,7 +175,8 @@ def main() -> None:
         default="models/model.pt",
         help="the model REV's read_speed.py loads (a checkpoint, before issue 9)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="with --against")
+    parser.add_argument("--rounds", type=int, default=300, help="turns of each, with --against")
+    parser.add_argument("--step", type=int, default=5, help="reads a turn, with --against")
     parser.add_argument(
         "--default-malloc",
         action="store_true",

@@ -107,7 +107,7 @@ def make_sample(
     page *= lighting(rng, width, height, notes)[:, :, None]
     if rng.random() < 0.6:
         sigma = float(rng.uniform(0.3, 1.2))
-        page = cv2.GaussianBlur(page, (0, 0), sigma)
+        page = np.asarray(cv2.GaussianBlur(page, (0, 0), sigma), np.float32)
         notes.append(f"blur {sigma:.1f}")
     noise = float(rng.choice([0.0, 0.01, 0.02, 0.04]))
     if noise:
