@@ -284,7 +284,9 @@ def ink_polarity(rgb: np.ndarray, paper: np.ndarray) -> tuple[np.ndarray, np.nda
     levels = channel_histograms(rgb, 256)
     median = np.argmax(np.cumsum(levels, axis=1) >= levels.sum(axis=1, keepdims=True) / 2, axis=1)
     overall_balance = polarity_balance(levels, np.arange(256)[None, :] - median[:, None])
-    departures = channel_histograms(cv2.subtract(rgb, paper, dtype=cv2.CV_16S) + 255, 511)
+    # Offset by 255 into 0..510, as unsigned 16 bits (what calcHist takes).
+    offset = rgb.astype(np.uint16) + np.uint16(255)
+    departures = channel_histograms(cv2.subtract(offset, paper, dtype=cv2.CV_16U), 511)
     local_balance = polarity_balance(departures, np.arange(-255, 256)[None, :])
     one_sided = (1 - MIXED_POLARITY) / (1 + MIXED_POLARITY)
     balance = np.where(np.abs(local_balance) >= one_sided, local_balance, overall_balance)
@@ -295,10 +297,14 @@ def ink_polarity(rgb: np.ndarray, paper: np.ndarray) -> tuple[np.ndarray, np.nda
 def channel_histograms(image: np.ndarray, bins: int) -> np.ndarray:
     """How many pixels (float64) take each value 0..bins-1, per channel: (3, bins).
 
-    ``image`` is (H, W, 3), or (N, 1, 3) for chosen pixels.
+    ``image`` is (H, W, 3) uint8 or uint16. OpenCV's histogram, not np.bincount of each channel:
+    a tenth of the time (no strided copies), and exact (float32 counts up to 2**24 pixels of a
+    thumbnail).
     """
+    import cv2
+
     return np.stack(
-        [np.bincount(image[:, :, channel].ravel(), minlength=bins) for channel in range(3)]
+        [cv2.calcHist([image], [channel], None, [bins], [0, bins]).ravel() for channel in range(3)]
     ).astype(np.float64)
 
 
