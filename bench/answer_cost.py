@@ -6,7 +6,7 @@ The reading is the champion's (or ``--model``'s) of read_speed's 640x480 picture
 test digits. Times, interleaved in one run, medians of ``--rounds`` rounds of ``--calls`` calls:
 
 - the answer of /predictions as a dict built by hand, as the code did before the models
-  (``Reading.to_dict``), against ``server.reading_payload`` (validated through the models);
+  (``Reading.to_dict``), against ``answers.reading_payload`` (validated through the models);
 - its bytes: ``json.dumps`` of the hand-built dict against the models' ``model_dump_json``
   (what the service sends);
 - a `digits predict --json` line built by hand, against ``cli.reading_line``; both through
@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from read_speed import test_picture
 from synthetic import DEFAULT_DIGITS
 
+from digits_cli.answers import reading_answer, reading_payload
 from digits_cli.batch import FileReading
 from digits_cli.cli_reading import reading_line
 from digits_cli.config import load_settings
 from digits_cli.finder import Reading
 from digits_cli.inference import DigitReader, LoadedModel, load_model
-from digits_cli.server import reading_answer, reading_payload
 
 GOAL_SECONDS = 1e-4
 

@@ -88,9 +88,9 @@ def in_process_rate(model_path: str, picture: bytes, seconds: float) -> float:
     import cv2
     import torch
 
+    from digits_cli.answers import reading_payload
     from digits_cli.config import Settings
     from digits_cli.inference import DigitReader, load_model
-    from digits_cli.server import reading_payload
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
