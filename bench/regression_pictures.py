@@ -32,6 +32,7 @@ CHOSEN = (
     ("boxes", 11),
     ("askew", 7),
     ("askew", 12),
+    ("underline", 1),  # digits standing on an underline are no comb's ticks (session 8)
     ("underline", 4),
     ("underline", 12),
     ("scan", 2),

@@ -30,6 +30,8 @@ WALL_THICKNESS = 1.6
 MIN_TICKS = 3
 TICK_LENGTHS = 1.35
 TICK_PITCH = 0.2
+# A tick leans by at most this many pixels across for each pixel up (11 degrees).
+TICK_SLANT = 0.2
 # A wall is inked along this share of the rows between its field's lines.
 WALL_COVER = 0.84
 # An upright as long as this share of the smallest digit may be a wall or a tick.
@@ -90,13 +92,17 @@ def find_fields(
             continue
         # Thin along most of its length (a digit touching a wall thickens it only there).
         width = percentile(upright.inside.sum(axis=1), 25)
-        if width > WALL_THICKNESS * thickness[base - 1] + 1:
+        thickest = WALL_THICKNESS * thickness[base - 1] + 1
+        if width > thickest:
             continue  # a bold stroke, not a printed line
+        # A tick is straight: no wider than it is thick, but for a slant (a digit's curved
+        # stroke standing on an underline has thin rows too, across a wide window).
+        straight = upright.inside.shape[1] <= thickest + TICK_SLANT * upright.inside.shape[0]
         upright = wall_core(upright, width)
         if top and bottom and top != bottom:
             walls[bottom].append(upright)
             tops[bottom].add(top)
-        elif bottom and not top:
+        elif bottom and not top and straight:
             ticks[bottom].append(upright)
     field_walls: list[Run] = []
     field_lines: set[int] = set()
