@@ -77,7 +77,7 @@ class TrainSettings(Section):
     )
     elastic_sigma: float = Field(4.0, gt=0, description="smoothness of the elastic field, pixels")
     elastic_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch distorted")
-    clean_epochs: int = Field(0, ge=0, description="last epochs trained without augmentation")
+    clean_epochs: int = Field(2, ge=0, description="last epochs trained without augmentation")
     refit: bool = Field(
         True, description="train on train + val with the fixed schedule; keep the final weights"
     )
