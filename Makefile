@@ -28,9 +28,9 @@ run: install ## Run the whole pipeline: dvc repro (prepare, validate, train, eva
 test: install browser ## Run the test suite
 	pytest
 
-browser: ## Install Debian's chromium and chromedriver (web page test) and prometheus (monitoring test), once
-	command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null || \
-		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver prometheus)
+browser: ## Install Debian's chromium and chromedriver (web page test), prometheus (monitoring test) and wrk (serve bench test), once
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver prometheus wrk)
 
 lint: install ## ruff lint and format check, mypy
 	ruff check .
