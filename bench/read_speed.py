@@ -165,22 +165,25 @@ def main() -> None:
     parser.add_argument(
         "--model", default=None, help="as digits predict --model (default: the champion)"
     )
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=200, help="reads timed (not with --against)")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="OpenCV threads (--against: always 1, both sides)"
+    )
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     parser.add_argument("--against", metavar="REV", help="compare with git revision REV's reader")
     parser.add_argument(
         "--against-model",
         default="models/model.pt",
-        help="the model REV's read_speed.py loads (a checkpoint, before issue 9)",
+        help="the model REV's reader classifies with (a checkpoint, before issue 9)",
     )
     parser.add_argument("--rounds", type=int, default=300, help="turns of each, with --against")
     parser.add_argument("--step", type=int, default=5, help="reads a turn, with --against")
     parser.add_argument(
         "--default-malloc",
         action="store_true",
-        help="leave glibc's allocator as it is, not as a serving worker sets it",
+        help="leave glibc's allocator as it is, not as a serving worker sets it "
+        "(not with --against)",
     )
     args = parser.parse_args()
     if args.against:
