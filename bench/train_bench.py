@@ -112,6 +112,7 @@ RECIPE_KEYS = (
     "elastic_fraction",
     "clean_epochs",
     "ema",
+    "precision",
 )
 
 

@@ -60,7 +60,7 @@ class ValidateSettings(Section):
 
 class TrainSettings(Section):
     arch: Literal["default", "small", "lenet"] = "default"
-    epochs: int = Field(15, gt=0)
+    epochs: int = Field(22, gt=0)
     batch_size: int = Field(256, gt=0)
     lr: float = Field(0.1, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
@@ -82,6 +82,9 @@ class TrainSettings(Section):
         True, description="train on train + val with the fixed schedule; keep the final weights"
     )
     threads: int = Field(0, ge=0, description="CPU threads; 0 uses every core")
+    precision: Literal["fp32", "bf16"] = Field(
+        "bf16", description="arithmetic of the training steps (bf16: autocast, fp32 weights)"
+    )
     seed: int = 0
     max_train_samples: int | None = Field(None, gt=0, description="train on a subset")
     time_limit: float | None = Field(None, gt=0, description="stop after this many seconds")

@@ -306,6 +306,7 @@ def train_step(
     trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, augment: bool
 ) -> float:
     """One optimiser step on a uint8 batch (warped when ``augment``); returns its loss."""
+    import torch
     import torch.nn.functional as F
 
     from digits_cli.model import model_input
@@ -314,7 +315,11 @@ def train_step(
     if augment:
         x = random_affine(x, trainer.cfg, trainer.augment_rng)
     x = x.contiguous(memory_format=trainer.memory_format)
-    loss = F.cross_entropy(trainer.network(x), labels, label_smoothing=trainer.cfg.label_smoothing)
+    # bf16: the convolutions and products in bfloat16 (CPUs with AMX or AVX-512 BF16 run them
+    # ~1.5x faster), the weights, batch norm, loss and optimiser in float32.
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=trainer.cfg.precision == "bf16"):
+        logits = trainer.network(x)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.cfg.label_smoothing)
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     trainer.optimizer.step()

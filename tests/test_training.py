@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -302,6 +303,27 @@ def test_clean_epochs_train_without_augmentation(processed_dir: Path) -> None:
     half, _ = short_fit(processed_dir, seed=0, clean_epochs=1)
     assert without_speed(clean.history) == without_speed(plain.history)
     assert without_speed(half.history) != without_speed(plain.history)
+
+
+def test_bf16_steps_train_float32_weights_in_their_own_arithmetic(processed_dir: Path) -> None:
+    kept: list[Classifier] = []
+    torch.set_num_threads(1)
+    cfg = TrainSettings(
+        seed=0, epochs=2, batch_size=64, lr=0.05, max_train_samples=256, precision="bf16"
+    )
+    train, val = load_tensors(processed_dir, cfg)
+    torch.manual_seed(0)
+    outcome = fit(
+        Classifier("small", *pixel_stats(train.images)), train, val, cfg, Workers(),
+        torch.device("cpu"), on_keep=lambda model, _: kept.append(copy.deepcopy(model)),
+        on_epoch=lambda metrics, epoch: None,
+    )  # fmt: skip
+    full, _ = short_fit(processed_dir, seed=0, precision="fp32")
+    assert kept and all(p.dtype == torch.float32 for p in kept[-1].parameters())
+    assert outcome.history[0]["train_loss"] != full.history[0]["train_loss"]
+    # The same training in coarser arithmetic: close to float32's losses, not equal to them.
+    for ours, theirs in zip(outcome.history, full.history, strict=True):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=0.1)
 
 
 def test_a_refit_train_says_it_held_nothing_out(
