@@ -9,7 +9,7 @@ The image must hold this tree's `digits predict --shard` (build it from this che
 ``docker build --build-arg MODEL=/app/serving.onnx -t digits .``).
 
     eval "$(bash ../shared/tools/container-engine env)"
-    python bench/k8s_job.py --image localhost/digits-deploy:latest [--count 200] [--set form]
+    python bench/k8s_job.py [--image localhost/digits:latest] [--count 200] [--set form]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from k8s_pod import load_renderer, podman
+from k8s_pod import load_renderer, local_image, podman
 from predict_shards import write_set
 from synthetic import DEFAULT_DIGITS
 
@@ -80,8 +80,9 @@ def run_pods(documents: list[dict[str, Any]], scratch: Path, name: str) -> float
     manifest = scratch / f"{name}.yaml"
     manifest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     start = time.perf_counter()
-    podman("kube", "play", str(manifest))
     try:
+        # Inside: a play that fails half-way leaves pods behind that the next run would meet.
+        podman("kube", "play", str(manifest))
         containers = [f"{d['metadata']['name']}-digits" for d in documents if d["kind"] == "Pod"]
         codes = podman("wait", *containers, timeout=600).split()
         seconds = time.perf_counter() - start
@@ -98,13 +99,14 @@ def run_pods(documents: list[dict[str, Any]], scratch: Path, name: str) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default="localhost/digits-deploy:latest")
+    parser.add_argument("--image", help="default: the `make image` image, as bench/k8s_pod.py")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument(
         "--set", choices=["form", "small"], default="form", help="as bench/predict_shards.py"
     )
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
     args = parser.parse_args()
+    args.image = local_image(args.image)
     resources = {r["kind"]: r for r in load_renderer().render(ROOT / "deploy/k8s/base")}
     resources.update({r["kind"]: r for r in load_renderer().render(ROOT / "deploy/k8s/batch")})
     job = resources["Job"]
