@@ -91,6 +91,9 @@ def train_command(
     ] = None,
     ema: Annotated[bool | None, typer.Option("--ema/--no-ema", help="Average the weights.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads; 0 uses every core.")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Step arithmetic: bf16 (needs BF16 instructions) or fp32.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of init, order and augmentation.")] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Train on a seeded subset.")] = None,
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
@@ -113,6 +116,7 @@ def train_command(
         "augment": augment,
         "ema": ema,
         "threads": threads,
+        "precision": precision,
         "seed": seed,
         "max_train_samples": max_train_samples,
         "time_limit": time_limit,

@@ -235,6 +235,7 @@ def train_model(
         "trained_on": "train+val" if cfg.refit else "train",
         "device": str(device),
         "threads": threads,
+        "precision": cfg.precision,
         "processes": workers.world_size,
     }
     with process_group(workers, device):

@@ -38,6 +38,7 @@ REPORT_KEYS = {
     "params",
     "macs_per_image",
     "mlflow_run_id",
+    "precision",
 }
 
 
@@ -417,11 +418,13 @@ def test_cli_options_override_the_params_file(
     result = invoke(
         tracking_uri,
         "--params", str(params),
-        "train", "--arch", "lenet", "--max-train-samples", "128", "--no-ema", "--json",
+        "train", "--arch", "lenet", "--max-train-samples", "128", "--no-ema",
+        "--precision", "fp32", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed["arch"] == "lenet" and printed["train_samples"] == 128
+    assert printed["precision"] == "fp32"
     assert json.loads((tmp_path / "reports" / "train.json").read_text()) == printed
 
 
