@@ -241,10 +241,11 @@ def short_fit(
     processed_dir: Path,
     seed: int,
     on_epoch: Callable[[dict[str, float], int], None] = lambda metrics, epoch: None,
+    kept: list[Classifier] | None = None,
     **overrides: Any,
 ) -> tuple[Outcome, list[int]]:
     """A few epochs (two unless overridden) on 256 digits with one thread; the outcome and the
-    epochs whose model was saved."""
+    epochs whose model was saved (copies of those models go to ``kept`` when given)."""
     torch.set_num_threads(1)
     settings = {"epochs": 2, "batch_size": 64, "lr": 0.05, "max_train_samples": 256, **overrides}
     cfg = TrainSettings(seed=seed, **settings)
@@ -252,6 +253,12 @@ def short_fit(
     torch.manual_seed(seed)
     model = Classifier("small", *pixel_stats(train.images))
     saved: list[int] = []
+
+    def keep(model: Classifier, epoch: int) -> None:
+        saved.append(epoch)
+        if kept is not None:
+            kept.append(copy.deepcopy(model))
+
     outcome = fit(
         model,
         train,
@@ -259,7 +266,7 @@ def short_fit(
         cfg,
         Workers(),
         torch.device("cpu"),
-        on_keep=lambda _, outcome: saved.append(outcome.best_epoch),
+        on_keep=lambda model, outcome: keep(model, outcome.best_epoch),
         on_epoch=on_epoch,
     )
     return outcome, saved
@@ -308,17 +315,7 @@ def test_clean_epochs_train_without_augmentation(processed_dir: Path) -> None:
 
 def test_bf16_steps_train_float32_weights_in_their_own_arithmetic(processed_dir: Path) -> None:
     kept: list[Classifier] = []
-    torch.set_num_threads(1)
-    cfg = TrainSettings(
-        seed=0, epochs=2, batch_size=64, lr=0.05, max_train_samples=256, precision="bf16"
-    )
-    train, val = load_tensors(processed_dir, cfg)
-    torch.manual_seed(0)
-    outcome = fit(
-        Classifier("small", *pixel_stats(train.images)), train, val, cfg, Workers(),
-        torch.device("cpu"), on_keep=lambda model, _: kept.append(copy.deepcopy(model)),
-        on_epoch=lambda metrics, epoch: None,
-    )  # fmt: skip
+    outcome, _ = short_fit(processed_dir, seed=0, kept=kept, precision="bf16")
     full, _ = short_fit(processed_dir, seed=0, precision="fp32")
     assert kept and all(p.dtype == torch.float32 for p in kept[-1].parameters())
     assert outcome.history[0]["train_loss"] != full.history[0]["train_loss"]
