@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_finder import PAPER, mnist_ink, page, sure_classifier
+from test_finder import PAPER, mnist_ink, page, sure_classifier, write
 
 from digits_cli.config import SegmentSettings
 from digits_cli.data import Split
@@ -193,6 +193,34 @@ def test_a_sheet_darkened_on_one_side_by_the_lighting_is_found_whole() -> None:
     sheet = find_sheet(np.clip(photo, 0, 255).astype(np.uint8))
     assert sheet is not None
     assert 0.55 < sheet.mean() < 0.67
+
+
+def sheet_lit_from_below(top_light: float) -> np.ndarray:
+    """A 640x480 photograph: a tilted sheet on a desk, a row of four digits along its top edge
+    and two below, the light falling off to ``top_light`` of its strength towards that edge."""
+    picture = np.full((480, 640, 3), 60, np.uint8)
+    sheet = np.zeros((480, 640), np.uint8)
+    cv2.fillPoly(sheet, [np.array([[60, 40], [600, 70], [590, 450], [45, 430]], np.int32)], 1)
+    picture[sheet > 0] = PAPER
+    write(picture, "4183", 110, 125, 44)
+    write(picture, "29", 300, 300, 44)
+    rows = np.mgrid[0:480, 0:640][0]
+    light = top_light + (1 - top_light) * np.clip((rows - 40) / 360, 0, 1)
+    lit = picture.astype(np.float32)
+    lit[sheet > 0] *= light[sheet > 0][:, None]
+    return np.clip(lit, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("top_light", [0.5, 0.6, 0.7])
+def test_digits_where_the_light_falls_off_across_a_sheet_on_a_desk_are_each_found(
+    top_light: float,
+) -> None:
+    # The desk used to be painted in the sheet's median colour before the closing: brighter
+    # than the sheet where the light falls off, it spread into the paper there, and the digits
+    # along that edge sank into regions of "ink" with the paper around them, or were lost.
+    reading = read_digits(sheet_lit_from_below(top_light), sure_classifier, CFG)
+    assert shape(reading.text) == "xxxx\nxx"
+    assert all(30 <= d.box[3] <= 50 for d in reading.digits)  # each digit on its own
 
 
 def region_looking(height: int, core: tuple[float, float, float], thickness: float) -> Candidate:

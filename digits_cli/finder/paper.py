@@ -134,9 +134,7 @@ def estimate_background(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     )
     sheet = find_sheet(small)
     if sheet is not None:
-        # The desk is no paper: let the sheet's own colour stand for it, so it does not bleed in.
-        small = small.copy()
-        small[~sheet] = median(small[sheet], axis=0).astype(np.uint8)
+        small = off_the_sheet(small, sheet)
     # A median this wide is costly: take it at half the thumbnail's size.
     half = (max(1, size[0] // 2), max(1, size[1] // 2))
     shrunk = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
@@ -164,6 +162,27 @@ def estimate_background(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
     # Off the sheet by a margin, so its border (blurred on the thumbnail) is not ink either.
     inside = cv2.erode(sheet.view(np.uint8), SQUARE_3, iterations=2)
     return paper, cv2.resize(inside, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def off_the_sheet(thumbnail: np.ndarray, sheet: np.ndarray) -> np.ndarray:
+    """The thumbnail with the desk around the ``sheet`` (bool) painted in the colour of the
+    sheet's nearest pixel, a little inside its (blurred) border.
+
+    The desk is no paper, and must not bleed into it. Nor may one colour for all of it (the
+    sheet's median, say): where lighting darkens the sheet towards an edge, a brighter desk
+    spreads across the sheet in the closing, lifting the paper there above the ink's level.
+    """
+    import cv2
+
+    inside = cv2.erode(sheet.view(np.uint8), SQUARE_3, iterations=2)
+    if not inside.any():
+        inside = sheet.view(np.uint8)
+    # Each pixel labelled by the nearest pixel of the sheet's inside (in raster order).
+    _, nearest = cv2.distanceTransformWithLabels(
+        (inside == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    rows, cols = np.nonzero(inside)
+    return thumbnail[rows[nearest - 1], cols[nearest - 1]]
 
 
 def find_sheet(thumbnail: np.ndarray) -> np.ndarray | None:
