@@ -223,6 +223,32 @@ def test_digits_where_the_light_falls_off_across_a_sheet_on_a_desk_are_each_foun
     assert all(30 <= d.box[3] <= 50 for d in reading.digits)  # each digit on its own
 
 
+YELLOW = (250, 238, 138)
+
+
+@pytest.mark.parametrize(
+    ("rule_width", "rule_colour"), [(1, (150, 200, 240)), (2, (170, 200, 200))]
+)
+def test_blue_rules_on_yellow_paper_do_not_lift_the_paper_above_the_ink(
+    rule_width: int, rule_colour: tuple[int, int, int]
+) -> None:
+    # The rules are lighter than the paper in blue, the orange ink darker: the closing that
+    # wipes out the ink spread the rules over the paper, its blue 10-22 levels above the
+    # paper's, and every digit was lost in the noise that made (nothing was read).
+    from digits_cli.finder.paper import estimate_background
+
+    picture = np.full((600, 800, 3), YELLOW, np.uint8)
+    for y in range(60, 600, 80):
+        picture[y : y + rule_width] = rule_colour
+    write(picture, "6234", 60, 210, 50, (225, 110, 30))
+    write(picture, "5817", 300, 450, 50, (225, 110, 30))
+    paper = (picture == YELLOW).all(axis=2)
+    background, _ = estimate_background(cv2.GaussianBlur(picture, (3, 3), 0.7))
+    assert np.abs(background[paper].astype(int) - YELLOW).max() <= 3
+    reading = read_digits(picture, sure_classifier, CFG)
+    assert shape(reading.text) == "xxxx\nxxxx"
+
+
 def region_looking(height: int, core: tuple[float, float, float], thickness: float) -> Candidate:
     """A region ``height`` px tall of full-strength ink, its looks as given."""
     looks = Looks(0.8, 0.6, False, lambda: thickness, lambda: core)

@@ -272,8 +272,9 @@ def is_sheet(grey: np.ndarray, sheet: np.ndarray) -> bool:
 def paper_colour(thumbnail: np.ndarray, median: np.ndarray, dark: bool, mixed: bool) -> np.ndarray:
     """The paper of a thumbnail (its channels sharing one ink polarity), smooth.
 
-    Ink darker than the paper is wiped out by a closing, lighter by an opening; ink of both
-    polarities by the ``median`` (at the cost of bold strokes bleeding into it).
+    Ink darker than the paper is wiped out by a closing, lighter by an opening (after thin lines
+    of the other polarity are wiped out by a small opening or closing); ink of both polarities
+    by the ``median`` (at the cost of bold strokes bleeding into it).
     """
     import cv2
 
@@ -282,6 +283,10 @@ def paper_colour(thumbnail: np.ndarray, median: np.ndarray, dark: bool, mixed: b
         return cv2.blur(cv2.blur(median, box), box)
     window = np.ones((BACKGROUND_WINDOW, BACKGROUND_WINDOW), np.uint8)
     operation = cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN
+    # Thin lines of the other polarity go first (a blue rule is lighter than yellow paper, in
+    # blue): the closing would spread them over the paper, far above its own level.
+    against = cv2.MORPH_OPEN if dark else cv2.MORPH_CLOSE
+    thumbnail = cv2.morphologyEx(thumbnail, against, SQUARE_3, borderType=cv2.BORDER_REPLICATE)
     paper = cv2.morphologyEx(thumbnail, operation, window, borderType=cv2.BORDER_REPLICATE)
     # Smooth the blocky result (two box filters: a cheap near-Gaussian) without letting ink too
     # bold to wipe out bleed into the paper.
