@@ -337,7 +337,8 @@ def polarity_balance(counts: np.ndarray, departures: np.ndarray) -> np.ndarray:
     pixels departing from the paper by ``departures``; a departure's energy is its cube, so ink
     outweighs noise and shading.
     """
-    energy = counts * departures.astype(np.float64) ** 3
+    departures = departures.astype(np.float64)
+    energy = counts * (departures * departures * departures)  # not ** 3: numpy's pow, 7x slower
     darker = -np.minimum(energy, 0).sum(axis=1)
     lighter = np.maximum(energy, 0).sum(axis=1)
     return (darker - lighter) / np.maximum(darker + lighter, 1e-9)
