@@ -656,3 +656,16 @@ def test_cut_parts_lose_the_slivers_of_their_neighbours_but_keep_their_own_strok
     kept = without_slivers(piece)
     assert kept[10:38, 8:22].all() and kept[2:5, 10:20].all()
     assert not kept[20:24, 0:3].any()
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_a_digit_one_or_two_columns_wide_is_centred_by_its_mass(width: int) -> None:
+    # A 1 drawn as a plain bar shrinks to a column or two of the 20x20 box. OpenCV's moments
+    # take an array one or two columns wide for a list of points (no mass): the bar was lost.
+    from digits_cli.finder.crop import centre_by_mass
+
+    frame = centre_by_mass(np.ones((20, width), np.float32))
+    assert frame is not None
+    rows, cols = np.nonzero(frame)
+    assert (rows.min(), rows.max()) == (4, 23)
+    assert abs((cols.min() + cols.max()) / 2 - 13.5) <= 0.5

@@ -133,13 +133,11 @@ def stroke_width(core: np.ndarray) -> float:
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray | None:
     """Place a digit of at most 20x20 in a 28x28 frame with its centre of mass at the centre."""
-    import cv2
-
-    moments = cv2.moments(digit)
-    total = moments["m00"]
+    total = float(digit.sum())
     if total <= 0:
         return None
-    centre_y, centre_x = moments["m01"] / total, moments["m10"] / total
+    centre_y = float(digit.sum(axis=1) @ np.arange(digit.shape[0])) / total
+    centre_x = float(digit.sum(axis=0) @ np.arange(digit.shape[1])) / total
     top = round(MNIST_SIZE / 2 - 0.5 - centre_y)
     left = round(MNIST_SIZE / 2 - 0.5 - centre_x)
     frame = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
