@@ -32,6 +32,8 @@ CHOSEN = (
     ("boxes", 11),
     ("askew", 7),
     ("askew", 12),
+    ("askew", 3),  # the sheet darker towards an edge: its desk no brighter than it (session 10)
+    ("askew", 9),
     ("underline", 1),  # digits standing on an underline are no comb's ticks (session 8)
     ("underline", 4),
     ("underline", 12),
