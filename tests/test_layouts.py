@@ -223,6 +223,18 @@ def test_digits_where_the_light_falls_off_across_a_sheet_on_a_desk_are_each_foun
     assert all(30 <= d.box[3] <= 50 for d in reading.digits)  # each digit on its own
 
 
+@pytest.mark.parametrize("dim", [0.5, 0.6])
+def test_a_grey_pen_in_the_shade_of_a_page_lit_from_one_side_is_found(dim: float) -> None:
+    # A grey pen departs 0.3 from the paper in full light, under 0.2 (the strong threshold) where
+    # the light falls to ``dim``: the number written there was lost, digit by digit.
+    picture = page(640, 480)
+    write(picture, "3172", 40, 200, 44, (150, 150, 160))
+    write(picture, "5864", 400, 200, 44, (150, 150, 160))
+    light = 1 - (1 - dim) * np.clip((np.arange(640.0) - 200) / 300, 0, 1)[None, :, None]
+    reading = read_digits(np.clip(picture * light, 0, 255).astype(np.uint8), sure_classifier, CFG)
+    assert shape(reading.text) == "xxxx xxxx"
+
+
 YELLOW = (250, 238, 138)
 
 

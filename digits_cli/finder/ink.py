@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digits_cli.finder.crop import SQUARE_3, median
+from digits_cli.finder.crop import SQUARE_3, median, quantile
 from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
 
 # A component is at most this many times wider than tall (wide handwritten 2s reach ~1.9).
@@ -18,6 +18,8 @@ LINE_ELONGATION = 10
 # also this many times longer than the tallest digit (else it may be a 7's or a 5's top).
 LINE_SPAN = 0.9
 LONG_LINE = 2.5
+# Components looked at again for ink strong for its light (strong_in_shade), at most.
+MAX_LOOKED_AGAIN = 400
 
 
 @dataclass
@@ -72,6 +74,53 @@ def label_ink(mask: np.ndarray, strong: np.ndarray) -> Ink:
         real[labels[strong]] = True
         real[0] = False
     return Ink(labels, boxes, real)
+
+
+def strong_in_shade(
+    ink: Ink,
+    contrast: np.ndarray,
+    strong: np.ndarray,
+    paper: np.ndarray,
+    sheet: np.ndarray | None,
+    thresholds: tuple[float, float],
+    min_size: int,
+) -> np.ndarray:
+    """``strong`` with the ink that is strong for its light, ``ink.real`` updated to match.
+
+    A page lit unevenly (a lamp to one side, a vignette) dims ink and paper alike, so the same
+    pen departs less from the ``paper`` (the background, RGB) in the shade. There the strong
+    threshold falls with the paper's brightness over the page's brightest (its 95th percentile,
+    on the sheet if any), down to twice the low one: still far above the noise. Only components
+    not real yet and at least ``min_size`` tall or wide (a digit's least height) are looked at
+    again, MAX_LOOKED_AGAIN of them at most.
+    """
+    import cv2
+
+    low, high = thresholds
+    floor = 2 * low
+    extent = np.maximum(ink.boxes[:, 2], ink.boxes[:, 3])
+    weak = np.flatnonzero(~ink.real & (extent >= min_size))
+    weak = weak[weak > 0]
+    if high <= floor or weak.size == 0:
+        return strong
+    if weak.size > MAX_LOOKED_AGAIN:  # a noisy page: its largest
+        areas = ink.boxes[weak, 2].astype(np.int64) * ink.boxes[weak, 3]
+        weak = weak[np.argsort(-areas)[:MAX_LOOKED_AGAIN]]
+    grey = cv2.cvtColor(paper, cv2.COLOR_RGB2GRAY)
+    sample = grey[::8, ::8] if sheet is None else grey[sheet][::64]
+    brightest = max(1.0, quantile(sample.ravel(), 0.95))
+    strong = strong.copy()
+    for component in weak:
+        x, y, w, h = (int(v) for v in ink.boxes[component])
+        window = slice(y, y + h), slice(x, x + w)
+        own = ink.labels[window] == component
+        light = np.minimum(grey[window][own] / np.float32(brightest), 1)
+        hit = contrast[window][own] >= np.maximum(high * light, floor)
+        if hit.any():
+            ink.real[component] = True
+            inside = strong[window]
+            inside[own] = hit | inside[own]
+    return strong
 
 
 def remove_lines(

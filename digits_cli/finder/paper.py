@@ -381,9 +381,14 @@ def ink_mask(
     if sheet is not None and sheet[::step, ::step].any():
         sample = sample[sheet[::step, ::step]]  # the paper is on the sheet, not the desk
     noise = quantile(sample.ravel(), 0.25) / 0.64
-    low = max(min_contrast, 3.5 * noise)
-    high = max(2.5 * min_contrast, 2 * low)
+    low, high = ink_thresholds(min_contrast, noise)
     return (contrast >= low).view(np.uint8), contrast >= high, noise
+
+
+def ink_thresholds(min_contrast: float, noise: float) -> tuple[float, float]:
+    """The low (candidate ink) and high (strong ink) contrast thresholds for a noise level."""
+    low = max(min_contrast, 3.5 * noise)
+    return low, max(2.5 * min_contrast, 2 * low)
 
 
 def line_colour(

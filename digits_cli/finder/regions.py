@@ -12,12 +12,13 @@ import numpy as np
 
 from digits_cli.config import SegmentSettings
 from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop
-from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines
+from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines, strong_in_shade
 from digits_cli.finder.looks import Looks, looks_of
 from digits_cli.finder.paper import (
     colour_distance,
     estimate_background,
     ink_mask,
+    ink_thresholds,
     line_colour,
     working_rgb,
 )
@@ -117,6 +118,8 @@ def find_digits(
     mask, strong, noise = ink_mask(contrast, cfg.min_contrast, sheet)
     check()
     ink = label_ink(mask, strong)
+    thresholds = ink_thresholds(cfg.min_contrast, noise)
+    strong = strong_in_shade(ink, contrast, strong, background, sheet, thresholds, min_height)
     check()
     ink, lines, fields = remove_lines(ink, mask, strong, min_height, check)
     check()
