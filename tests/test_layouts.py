@@ -24,8 +24,8 @@ from digits_cli.data import Split
 from digits_cli.finder import Digit, read_digits
 from digits_cli.finder.crop import ink_bounds
 from digits_cli.finder.looks import Looks
-from digits_cli.finder.reading import is_blob
-from digits_cli.finder.regions import Candidate
+from digits_cli.finder.reading import is_blob, read_candidates
+from digits_cli.finder.regions import Candidate, find_digits
 from digits_cli.images import read_image_file
 
 LAYOUTS = Path(__file__).parent / "data/layouts"
@@ -292,3 +292,24 @@ def test_a_reading_leaves_no_reference_cycles(classify: Callable) -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_two_digits_touching_are_also_cut_at_likely_columns_when_halving_is_unsure() -> None:
+    # A region up to 1.5 times as wide as tall was only halved: when both halves read unsure,
+    # the pair was lost. Its pieces between likely cut columns are now read too (a third batch).
+    picture = page(300, 200)
+    write(picture, "0", 100, 130, 60)
+    write(picture, "0", 133, 130, 60)  # touching the first: one region 79x59
+    (region,) = find_digits(picture, CFG)
+    assert 1.0 < region.box[2] / region.box[3] < 1.5
+    batches: list[int] = []
+
+    def unsure(crops: np.ndarray) -> np.ndarray:
+        batches.append(len(crops))
+        probabilities = np.full((len(crops), 10), 0.1)
+        probabilities[:, 0] = 0.3
+        return probabilities
+
+    read_candidates(picture, unsure, CFG)
+    assert batches[:2] == [1, 2]  # the region, then its halves
+    assert len(batches) == 3 and batches[2] >= 3  # then pieces of a row of them

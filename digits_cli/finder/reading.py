@@ -104,11 +104,25 @@ def read_candidates(
             check()
         candidate.split()
     # Several touching digits: also pieces between likely cut columns, read as the surest row.
-    lattices = {id(c): c.cutter() for c in unsure if c.cutter is not None}
+    lattices = {id(c): pieces_of(c) for c in unsure if c.cut_at_once}
     parts = [part for candidate in unsure for part in with_parts(candidate)[1:]]
     parts += [piece for pieces in lattices.values() for piece in pieces.values()]
     if parts:
         by_id |= classify_all(parts, classify, check)
+    # Narrower regions (two digits touching?) whose halving read unsure too: cut them as well.
+    narrow = [
+        c
+        for c in unsure
+        if c.cutter is not None
+        and id(c) not in lattices
+        and choose_reading(c, by_id)[1] < cfg.min_confidence
+    ]
+    if narrow:
+        more = {id(c): pieces_of(c) for c in narrow}
+        lattices |= more
+        pieces = [piece for found in more.values() for piece in found.values()]
+        if pieces:
+            by_id |= classify_all(pieces, classify, check)
     for candidate in unsure:
         surest(candidate, best_cut(lattices.get(id(candidate), {}), by_id), by_id)
     read = []
@@ -125,6 +139,11 @@ def read_candidates(
                     chosen.whole = whole
                 read.append((chosen, by_id[id(chosen)]))
     return read
+
+
+def pieces_of(candidate: Candidate) -> dict[tuple[int, int], Candidate]:
+    """A region's pieces between likely cut columns (its cutter's), none if it has no cutter."""
+    return candidate.cutter() if candidate.cutter is not None else {}
 
 
 def plausible(read: list[tuple[Candidate, np.ndarray]]) -> list[tuple[Candidate, np.ndarray]]:

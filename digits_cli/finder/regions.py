@@ -36,6 +36,8 @@ MAX_SPLIT_DEPTH = 2
 MAX_TOUCHING_WIDTH = 6.0
 WIDE_SPLIT_DEPTH = 3
 CUT_FROM = 1.5  # regions this many times wider than tall (one wide digit rarely is)
+# Narrower ones, down to this, may be two digits touching: cut too when halving them fails.
+PAIR_CUT_FROM = 1.0
 # A split part is at least this share of its region's height (less is a sliver of a stroke).
 MIN_PART = 0.55
 # Beyond this many components the picture is noise; the largest ones are kept.
@@ -61,11 +63,14 @@ class Candidate:
     parts: list[Candidate] = field(default_factory=list)
     # For a wide region, makes those parts, each already split in turn (see split).
     splitter: Callable[[], list[Candidate]] | None = field(default=None, repr=False, compare=False)
-    # For a region of several touching digits: pieces between likely cut columns, by their
-    # columns (see cut_points); reading.best_cut reads it as the surest row of them.
+    # For a region of touching digits: pieces between likely cut columns, by their columns
+    # (see cut_points); reading.best_cut reads it as the surest row of them. Made for regions
+    # wider than PAIR_CUT_FROM; used at once beyond CUT_FROM, else when halving proved unsure.
     cutter: Callable[[], dict[tuple[int, int], Candidate]] | None = field(
         default=None, repr=False, compare=False
     )
+    # Its cutter is used at once (wider than CUT_FROM), not only once halving proved unsure.
+    cut_at_once: bool = False
     # The printed form field it is written in (digits of one field are one number), or -1.
     field: int = -1
     # Wider than any digit: digits touching, read only split.
@@ -232,7 +237,7 @@ def make_candidate(
             return parts
 
         candidate.splitter = split
-    if depth == 0 and w > CUT_FROM * h:
+    if depth == 0 and w > PAIR_CUT_FROM * h:
 
         def cut() -> dict[tuple[int, int], Candidate]:
             pieces = {}
@@ -262,6 +267,7 @@ def make_candidate(
             return pieces
 
         candidate.cutter = cut
+        candidate.cut_at_once = w > CUT_FROM * h
     return candidate
 
 
