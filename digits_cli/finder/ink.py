@@ -103,6 +103,12 @@ def strong_in_shade(
     weak = weak[weak > 0]
     if high <= floor or weak.size == 0:
         return strong
+    # Only those with ink above the floor somewhere can be strong in any light (a scan's faint
+    # show-through has none): one pass over the page instead of a loop over hundreds of them.
+    above = np.bincount(ink.labels[contrast >= floor], minlength=len(ink.real))
+    weak = weak[above[weak] > 0]
+    if weak.size == 0:
+        return strong
     if weak.size > MAX_LOOKED_AGAIN:  # a noisy page: its largest
         areas = ink.boxes[weak, 2].astype(np.int64) * ink.boxes[weak, 3]
         weak = weak[np.argsort(-areas)[:MAX_LOOKED_AGAIN]]
