@@ -82,17 +82,17 @@ def test_a_small_plain_png_is_decoded_whole_into_pillows_pixels(
     np.testing.assert_array_equal(decode_image(data, "a.png", LIMIT), whole)
 
 
-def exif_as_text(orientation: int) -> PngImagePlugin.PngInfo:
-    """EXIF as ImageMagick writes it in PNGs: hex in a text chunk, which Pillow reads too."""
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    raw = b"Exif\x00\x00" + exif.tobytes()
+def exif_as_text() -> PngImagePlugin.PngInfo:
+    """turned_exif() as ImageMagick writes EXIF in PNGs: hex in a text chunk, which Pillow
+    reads too."""
+    raw = b"Exif\x00\x00" + turned_exif().tobytes()
     info = PngImagePlugin.PngInfo()
     info.add_text("Raw profile type exif", f"\nexif\n{len(raw):8d}\n{raw.hex()}\n")
     return info
 
 
 def turned_exif() -> Image.Exif:
+    """EXIF saying the stored picture is turned a quarter (orientation 6)."""
     exif = Image.Exif()
     exif[0x0112] = 6
     return exif
@@ -101,7 +101,7 @@ def turned_exif() -> Image.Exif:
 LEFT_TO_PILLOW = {
     "transparent colour": lambda: png(Image.fromarray(page()), transparency=(225, 225, 225)),
     "EXIF chunk": lambda: png(Image.fromarray(page()), exif=turned_exif()),
-    "EXIF in a text chunk": lambda: png(Image.fromarray(page()), pnginfo=exif_as_text(6)),
+    "EXIF in a text chunk": lambda: png(Image.fromarray(page()), pnginfo=exif_as_text()),
     "palette": lambda: png(Image.fromarray(page()).quantize(16)),
     "alpha": lambda: png(Image.fromarray(page()).convert("RGBA")),
     "16-bit grey": lambda: png(Image.fromarray(page()[:, :, 0].astype(np.uint16) * 257)),
