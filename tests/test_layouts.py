@@ -313,3 +313,19 @@ def test_two_digits_touching_are_also_cut_at_likely_columns_when_halving_is_unsu
     read_candidates(picture, unsure, CFG)
     assert batches[:2] == [1, 2]  # the region, then its halves
     assert len(batches) == 3 and batches[2] >= 3  # then pieces of a row of them
+
+
+def test_a_sliver_lying_on_a_line_is_no_top_bar_joining_the_line_to_a_digit() -> None:
+    # Session 11's underline-6 (seed 0): an 8 over a double underline, the cut first stroke
+    # leaving a 17x3 sliver under the 8 that lay on the second stroke, joined to it as a 5's top
+    # bar would be to the 5: the 8 and the whole line became one unreadable region.
+    from digits_cli.finder.regions import join_fragments
+
+    boxes = np.array([[436, 131, 17, 3], [354, 136, 214, 15]])
+    groups = join_fragments(boxes, lambda index: np.zeros(3), None)
+    assert sorted(group.tolist() for group in groups) == [[0], [1]]
+    # A 5's top bar drawn apart, above its body, is still joined to it.
+    five = np.array([[100, 40, 30, 6], [98, 50, 34, 44]])
+    assert [group.tolist() for group in join_fragments(five, lambda i: np.zeros(3), None)] == [
+        [0, 1]
+    ]

@@ -344,10 +344,10 @@ def join_fragments(
 
     Two components are joined when they share columns, are stacked with a small gap (or
     overlap), have the same ink colour (``colour(index)``, asked only for such pairs), and either
-    the smaller is a flat bar on top of the other and no wider than a digit (a 5's or a 7's top
-    drawn apart) or a removed line ran between them or through both. A small digit written just
-    above another (a label), a bar under a digit (an underline) and a line under several digits
-    stay apart.
+    the smaller is a flat bar on top of the other (itself no bar) and no wider than a digit (a
+    5's or a 7's top drawn apart) or a removed line ran between them or through both. A small
+    digit written just above another (a label), a bar under a digit (an underline), a line under
+    several digits and a sliver lying on a line stay apart.
     """
     x0, y0 = boxes[:, 0], boxes[:, 1]
     x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
@@ -375,6 +375,7 @@ def join_fragments(
         # A top bar (a 5's or a 7's) no wider than a digit; a bar below is an underline.
         size = max(widths[other], heights[other])
         flat = 1.5 * heights[smaller] <= widths[smaller] <= 1.2 * size and y0[smaller] < y0[other]
+        flat &= widths[other] < 3 * heights[other]  # on a digit, not on a line
         left, right = max(x0[i], x0[j]), min(x1[i], x1[j])
         # The rows between them, or, where they overlap, the rows they share.
         facing = sorted((min(y1[i], y1[j]), max(y0[i], y0[j])))
