@@ -11,12 +11,18 @@ start S and --jobs 1 taking T, N cores give at most T / (S + (T - S) / N). The f
 is read, the lower that bound; the ratio of the reading alone, the start taken off both, is
 printed too.
 
-    python bench/predict_jobs.py [--count 200] [--rounds 3] [--model MODEL]
+The commands use Python's bytecode cache as any install does after its first run (a warm-up
+round writes it), as bench/cli_startup.py's do: where PYTHONDONTWRITEBYTECODE is set, as on this
+machine, a checkout's own modules are otherwise compiled again at every start, some 50 ms of it.
+``--as-is`` keeps the environment as it is.
+
+    python bench/predict_jobs.py [--count 200] [--rounds 3] [--model MODEL] [--as-is]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +46,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", help="as digits predict --model (default: the champion)")
     parser.add_argument("--digits", type=Path, default=DEFAULT_DIGITS, help="MNIST test split")
+    parser.add_argument("--as-is", action="store_true", help="keep PYTHONDONTWRITEBYTECODE if set")
     args = parser.parse_args()
+    env = dict(os.environ)
+    if not args.as_is:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     script = Path(sys.executable).parent / "digits"
     cores = available_cores()
@@ -53,18 +63,25 @@ def main() -> None:
         seconds: dict[int, list[float]] = {1: [], cores: []}
         outputs: dict[int, str] = {}
         starts: list[float] = []
+        # A warm-up round, not counted: it writes the bytecode cache and reads the files once.
+        subprocess.run([*command, "--jobs", "1"], check=True, capture_output=True, env=env)
         for _ in range(args.rounds):
             start = time.perf_counter()
             subprocess.run(
                 [*command[:2], str(Path(folder) / "0000.png"), *command[3:]],
                 check=True,
                 capture_output=True,
+                env=env,
             )
             starts.append(time.perf_counter() - start)
             for jobs in seconds:
                 start = time.perf_counter()
                 done = subprocess.run(
-                    [*command, "--jobs", str(jobs)], check=True, capture_output=True, text=True
+                    [*command, "--jobs", str(jobs)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
                 )
                 seconds[jobs].append(time.perf_counter() - start)
                 outputs[jobs] = done.stdout
