@@ -1,4 +1,5 @@
-"""Training-time augmentation: one batched random warp per batch (affine, optionally elastic)."""
+"""Training-time augmentation: one batched random warp per batch (affine, optionally elastic),
+and a share of each batch seen at a lower resolution."""
 
 from __future__ import annotations
 
@@ -39,6 +40,24 @@ def random_affine(
         )
         grid = torch.cat([grid[:distorted] + field.to(batch.device), grid[distorted:]])
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def low_resolution(
+    batch: torch.Tensor, cfg: TrainSettings, generator: torch.Generator
+) -> torch.Tensor:
+    """The first ``cfg.low_resolution`` of the batch shrunk to a random side (from
+    ``cfg.low_resolution_side`` to 27 pixels of 28, one per batch) and enlarged back: what a
+    digit 10-16 pixels tall looks like once the finder has scaled its crop up to MNIST's size."""
+    import torch
+    import torch.nn.functional as F
+
+    n = round(batch.shape[0] * cfg.low_resolution)
+    if n == 0:
+        return batch
+    side = int(torch.randint(cfg.low_resolution_side, 28, (1,), generator=generator))
+    shrunk = F.interpolate(batch[:n], size=(side, side), mode="area")
+    enlarged = F.interpolate(shrunk, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([enlarged, batch[n:]])
 
 
 def elastic_field(

@@ -77,6 +77,12 @@ class TrainSettings(Section):
     )
     elastic_sigma: float = Field(4.0, gt=0, description="smoothness of the elastic field, pixels")
     elastic_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch distorted")
+    low_resolution: float = Field(
+        0.3, ge=0, le=1, description="share of each batch seen at a lower resolution; 0: off"
+    )
+    low_resolution_side: int = Field(
+        14, ge=4, le=27, description="the smallest side (of 28) a digit is shrunk to and back"
+    )
     clean_epochs: int = Field(2, ge=0, description="last epochs trained without augmentation")
     refit: bool = Field(
         True, description="train on train + val with the fixed schedule; keep the final weights"

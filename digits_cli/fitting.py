@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
-from digits_cli.augment import random_affine
+from digits_cli.augment import low_resolution, random_affine
 from digits_cli.config import TrainSettings
 from digits_cli.progress import Progress
 
@@ -314,6 +314,8 @@ def train_step(
     x = model_input(images)
     if augment:
         x = random_affine(x, trainer.cfg, trainer.augment_rng)
+        if trainer.cfg.low_resolution > 0:
+            x = low_resolution(x, trainer.cfg, trainer.augment_rng)
     x = x.contiguous(memory_format=trainer.memory_format)
     # bf16: the convolutions and products in bfloat16 (CPUs with AMX or AVX-512 BF16 run them
     # ~1.5x faster), the weights, batch norm, loss and optimiser in float32.

@@ -21,7 +21,7 @@ import yaml
 from conftest import validated
 from typer.testing import CliRunner, Result
 
-from digits_cli.augment import elastic_field, random_affine
+from digits_cli.augment import elastic_field, low_resolution, random_affine
 from digits_cli.cli import app
 from digits_cli.config import TrainSettings
 from digits_cli.data import manifest_digest
@@ -128,6 +128,25 @@ def test_an_affine_warp_moves_pixels_but_keeps_them_in_range(
     assert warped.shape == images.shape
     assert float(warped.min()) >= 0 and float(warped.max()) <= 1
     assert float((warped - images).abs().mean()) > 0.01
+
+
+def test_low_resolution_blurs_its_share_of_the_batch_and_leaves_the_rest(
+    mnist_small: dict[str, Any],
+) -> None:
+    images = torch.from_numpy(mnist_small["train"].images[:10]).unsqueeze(1).float() / 255
+    cfg = TrainSettings(low_resolution=0.3, low_resolution_side=14)
+    seen = low_resolution(images, cfg, torch.Generator().manual_seed(0))
+    assert seen.shape == images.shape
+    assert float(seen.min()) >= 0 and float(seen.max()) <= 1
+    torch.testing.assert_close(seen[3:], images[3:])
+
+    # The three shrunk and enlarged are smoother: their sharpest steps between pixels are lower.
+    def sharpest(batch: torch.Tensor) -> float:
+        return float((batch[:, :, :, 1:] - batch[:, :, :, :-1]).abs().amax(dim=(1, 2, 3)).mean())
+
+    assert sharpest(seen[:3]) < 0.9 * sharpest(images[:3])
+    none = TrainSettings(low_resolution=0.0)
+    assert low_resolution(images, none, torch.Generator()) is images
 
 
 def test_an_elastic_field_is_smooth_and_as_strong_as_asked() -> None:
