@@ -329,3 +329,18 @@ def test_a_sliver_lying_on_a_line_is_no_top_bar_joining_the_line_to_a_digit() ->
     assert [group.tolist() for group in join_fragments(five, lambda i: np.zeros(3), None)] == [
         [0, 1]
     ]
+
+
+@pytest.mark.parametrize("pen", [4, 6])
+def test_a_digit_lying_along_its_underline_is_cut_free_of_it(pen: int) -> None:
+    # A 0 whose bottom runs along the line drawn under it, the line reaching out on both sides:
+    # too short for a line by its length alone (under twice the digit's height), and thick
+    # where the 0 lies on it (session 11: found as one region with the line, 132 px wide).
+    from test_finder import INK, draw_strokes
+
+    picture = page(260, 170)
+    cv2.ellipse(picture, (120, 78), (24, 34), 0, 0, 360, INK, pen, cv2.LINE_AA)
+    cv2.rectangle(picture, (108, 112 - pen // 2), (132, 112 + pen // 2), INK, -1)
+    draw_strokes(picture, [(60, 113), (100, 112), (140, 114), (185, 112)], pen)
+    reading = read_digits(picture, sure_classifier, CFG)
+    assert [d.box[2] <= 62 and d.box[0] >= 88 for d in reading.digits] == [True]

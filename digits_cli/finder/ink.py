@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digits_cli.finder.crop import SQUARE_3, median, quantile
+from digits_cli.finder.crop import SQUARE_3, median, percentile, quantile
 from digits_cli.finder.results import CHECK_EVERY, Box, Check, no_check
 
 # A component is at most this many times wider than tall (wide handwritten 2s reach ~1.9).
@@ -147,9 +147,10 @@ def remove_lines(
     from digits_cli.finder.forms import find_fields
 
     height, width = mask.shape
-    across = thin_runs(ink, mask, (1, 3 * min_height))
+    partly_thick: list[Run] = []  # lines under a digit lying along them, perhaps
+    across = thin_runs(ink, mask, (1, 3 * min_height), partly_thick=partly_thick)
     down = thin_runs(ink, mask, (max(4 * min_height, height // 5), 1))
-    if not across and not down:
+    if not across and not down and not partly_thick:
         return ink, None, []
     check()
     walls, form_lines, fields = find_fields(ink, mask, across, min_height, check)
@@ -176,13 +177,19 @@ def remove_lines(
         ):
             sure[run.window][run.inside] = 1
     sure = cv2.dilate(sure, SQUARE_3)
-    for run, extent in zip(across, attached_extents(ink, sure, across, check), strict=True):
+    every = across + partly_thick
+    for index, (run, (extent, attached)) in enumerate(
+        zip(every, attached_extents(ink, sure, every, check), strict=True)
+    ):
         # A bar's own rounded ends and soft edges are not ink attached to it.
         if extent <= 2 * run.inside.shape[0] + 2:
             extent = 0
         long = 2 * extent if extent else max(width // 5, LONG_LINE * tallest)
-        if run.length >= long:
+        thin = index < len(across)
+        if thin and run.length >= long:
             cut_run(run, lines)
+        elif underlines(run, extent, attached):
+            cut_underline(run, lines, mask)
     for run in down:
         if run.length >= LINE_SPAN * height or (tallest and run.length >= LONG_LINE * tallest):
             cut_run(run, lines)
@@ -196,9 +203,10 @@ def remove_lines(
 
 def attached_extents(
     ink: Ink, sure: np.ndarray, runs: list[Run], check: Check = no_check
-) -> list[int]:
+) -> list[tuple[int, Box | None]]:
     """For each run, how tall the tallest piece of ink touching it is, it and the ``sure`` lines
-    (grown by a pixel) left out.
+    (grown by a pixel) left out, and the box (page pixels) of those pieces more than twice as tall
+    as the run is thick (None: none).
 
     Pieces, not their span: a rule on a ruled page joined to the others by a margin line has
     only the digits standing on it attached, not the whole page; a 7's cross-bar still joins
@@ -209,7 +217,7 @@ def attached_extents(
     import cv2
 
     fill = 8 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (1 << 8)
-    extents = [0] * len(runs)
+    extents: list[tuple[int, Box | None]] = [(0, None)] * len(runs)
     by_owner: dict[int, list[int]] = {}
     for index, run in enumerate(runs):
         by_owner.setdefault(run.owner, []).append(index)
@@ -253,8 +261,20 @@ def attached_extents(
             for rect_x, rect_y, rect_w, rect_h in rects:
                 filled[rect_y + 1 : rect_y + rect_h + 1, rect_x + 1 : rect_x + rect_w + 1] = 0
             around[left_out] = kept
-            extents[index] = max((rect[3] for rect in rects), default=0)
+            tallest = max((rect[3] for rect in rects), default=0)
+            # The pieces taller than the line is thick, twice over: not its own ragged edges.
+            big = [r for r in rects if r[3] > 2 * percentile(run.inside.sum(axis=0), 25) + 2]
+            extents[index] = (tallest, bounding(big, (x, y)) if big else None)
     return extents
+
+
+def bounding(rects: list[Box], origin: tuple[int, int]) -> Box:
+    """The box holding every one of ``rects``, moved by ``origin``."""
+    x0 = min(r[0] for r in rects)
+    y0 = min(r[1] for r in rects)
+    x1 = max(r[0] + r[2] for r in rects)
+    y1 = max(r[1] + r[3] for r in rects)
+    return (origin[0] + x0, origin[1] + y0, x1 - x0, y1 - y0)
 
 
 def thin_runs(
@@ -263,9 +283,11 @@ def thin_runs(
     kernel: tuple[int, int],
     owners: set[int] | None = None,
     elongation: float = LINE_ELONGATION,
+    partly_thick: list[Run] | None = None,
 ) -> list[Run]:
     """Thin straight runs of real ink at least ``kernel`` long (one row or one column), at least
-    ``elongation`` times longer than thick, in the components ``owners`` (default: any)."""
+    ``elongation`` times longer than thick, in the components ``owners`` (default: any); runs
+    that are so along a quarter of their length only are added to ``partly_thick`` if given."""
     import cv2
 
     rows, cols = kernel
@@ -301,16 +323,40 @@ def thin_runs(
         # a piece's area closely enough (pixels = enclosed area + half the outline) without
         # labelling every piece.
         area = cv2.contourArea(contour) + cv2.arcLength(contour, True) / 2 + 1
-        if span * span < elongation * area:
+        thin = span * span >= elongation * area
+        if not thin and (partly_thick is None or span * span < elongation * area / 4):
             continue
         col, row = (int(v) for v in contour[0, 0])
         window = runs[y : y + h, x : x + w]
         _, pieces = cv2.connectedComponents(window, connectivity=8)
         inside = pieces == pieces[row - y, col - x]
+        if not thin:
+            # A line with a digit's stroke lying along part of it (a digit on its underline) is
+            # thick only there: thin along a quarter of its length still.
+            thickness = inside.sum(axis=0 if horizontal else 1)
+            if partly_thick is not None and span >= elongation * percentile(thickness, 25):
+                owner = int(ink.labels[y0 + row, x0 + col])
+                if ink.real[owner] and (owners is None or owner in owners):
+                    partly_thick.append(Run(x0 + x, y0 + y, inside, owner, horizontal))
+            continue
         owner = int(ink.labels[y0 + row, x0 + col])
         if ink.real[owner] and (owners is None or owner in owners):
             found.append(Run(x0 + x, y0 + y, inside, owner, horizontal))
     return found
+
+
+def underlines(run: Run, extent: int, attached: Box | None) -> bool:
+    """Whether a run lies under all the ink touching it and reaches out beyond it on both sides:
+    a line drawn under a digit, not a 2's base (which its stroke meets at an end) nor a bar that
+    ink crosses (a 4's, a 7's)."""
+    if not extent or attached is None:
+        return False
+    x, y, w, h = attached
+    # The line's own thickness: a digit's stroke lying along part of it thickens it only there.
+    thickness = percentile(run.inside.sum(axis=0), 25)
+    reach = max(2 * thickness, 0.1 * extent)
+    above = y + h <= run.y + run.inside.shape[0]
+    return above and run.x <= x - reach and run.x + run.length >= x + w + reach
 
 
 def tallest_digit(ink: Ink, bars: set[int], min_height: int, height: int) -> int:
@@ -320,6 +366,28 @@ def tallest_digit(ink: Ink, bars: set[int], min_height: int, height: int) -> int
     tall &= ink.real & (heights < LINE_SPAN * height)
     tall[list(bars)] = False
     return int(heights[tall].max()) if tall.any() else 0
+
+
+def cut_underline(run: Run, lines: np.ndarray, mask: np.ndarray) -> None:
+    """Cut a line drawn under a digit (see underlines) as cut_run does, and what is left of it
+    around the cut that no longer reaches beyond the line's band (its soft edges, a wavy line's
+    bulge; not the digit lying along it), so that it stays behind as no sliver."""
+    import cv2
+
+    cut_run(run, lines)
+    rows, cols = run.window
+    grow = max(2, round(percentile(run.inside.sum(axis=0), 25)))
+    height, width = mask.shape
+    y0, y1 = max(0, rows.start - grow), min(height, rows.stop + grow)
+    x0, x1 = max(0, cols.start - grow), min(width, cols.stop + grow)
+    left = (mask[y0:y1, x0:x1] > 0) & (lines[y0:y1, x0:x1] == 0)
+    count, pieces, stats, _ = cv2.connectedComponentsWithStats(left.view(np.uint8), connectivity=8)
+    band = lines[y0:y1, x0:x1]
+    for piece in range(1, count):
+        x, y, w, h, _ = stats[piece]
+        # A piece reaching the band's edge goes on beyond it (a digit): it stays.
+        if x > 0 and y > 0 and x + w < x1 - x0 and y + h < y1 - y0:
+            band[y : y + h, x : x + w][pieces[y : y + h, x : x + w] == piece] = 1
 
 
 def cut_run(run: Run, lines: np.ndarray) -> None:
