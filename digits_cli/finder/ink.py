@@ -177,7 +177,12 @@ def remove_lines(
         ):
             sure[run.window][run.inside] = 1
     sure = cv2.dilate(sure, SQUARE_3)
-    every = across + partly_thick
+    # Only a line at the foot of its ink can be drawn under a digit (see underlines).
+    every = across + [
+        run
+        for run in partly_thick
+        if run.y + 2 * run.inside.shape[0] >= ink.boxes[run.owner, 1] + ink.boxes[run.owner, 3]
+    ]
     for index, (run, (extent, attached)) in enumerate(
         zip(every, attached_extents(ink, sure, every, check), strict=True)
     ):
@@ -261,10 +266,12 @@ def attached_extents(
             for rect_x, rect_y, rect_w, rect_h in rects:
                 filled[rect_y + 1 : rect_y + rect_h + 1, rect_x + 1 : rect_x + rect_w + 1] = 0
             around[left_out] = kept
-            tallest = max((rect[3] for rect in rects), default=0)
+            if not rects:
+                continue
             # The pieces taller than the line is thick, twice over: not its own ragged edges.
-            big = [r for r in rects if r[3] > 2 * percentile(run.inside.sum(axis=0), 25) + 2]
-            extents[index] = (tallest, bounding(big, (x, y)) if big else None)
+            ragged = 2 * percentile(run.inside.sum(axis=0), 25) + 2
+            big = [r for r in rects if r[3] > ragged]
+            extents[index] = (max(r[3] for r in rects), bounding(big, (x, y)) if big else None)
     return extents
 
 
