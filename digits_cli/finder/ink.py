@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -275,7 +276,7 @@ def attached_extents(
     return extents
 
 
-def bounding(rects: list[Box], origin: tuple[int, int]) -> Box:
+def bounding(rects: Sequence[Sequence[int]], origin: tuple[int, int]) -> Box:
     """The box holding every one of ``rects``, moved by ``origin``."""
     x0 = min(r[0] for r in rects)
     y0 = min(r[1] for r in rects)
