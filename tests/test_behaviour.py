@@ -190,15 +190,10 @@ def test_heavy_corruption_lowers_mean_confidence(
     classify: Classify,
     model_name: str,
     mnist_small: dict[str, Split],
-    request: pytest.FixtureRequest,
 ) -> None:
-    if model_name == "champion" and corrupt is heavy_blur:
-        # Measured on the `make run` champion (99.64%): blurred 9x9/sigma 3 it reads 10.7% of the
-        # sample right at mean confidence 0.898 (clean 0.902), and heavier blur raises it.
-        # Strict: the day training fixes this overconfidence, this test says so.
-        request.node.add_marker(
-            pytest.mark.xfail(strict=True, reason="known: champion overconfident on heavy blur")
-        )
+    # Until session 11 the `make run` champion blurred 9x9/sigma 3 read 10.7% of the sample right
+    # at mean confidence 0.898 (clean 0.902), a strict xfail here; trained with part of each
+    # batch at low resolution (train.low_resolution) it falls to 0.572.
     images = mnist_small["test"].images
     clean = float(probabilities(classify, images).max(1).mean())
     corrupted = float(probabilities(classify, perturbed(images, corrupt)).max(1).mean())
