@@ -12,7 +12,8 @@ import numpy as np
 
 from digits_cli.config import SegmentSettings
 from digits_cli.finder.crop import MNIST_SIZE, ink_bounds, ink_strength, mnist_crop
-from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, remove_lines, strong_in_shade
+from digits_cli.finder.ink import MAX_WIDTH_RATIO, Ink, label_ink, strong_in_shade
+from digits_cli.finder.lines import remove_lines
 from digits_cli.finder.looks import Looks, looks_of
 from digits_cli.finder.paper import (
     colour_distance,
