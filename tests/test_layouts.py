@@ -344,3 +344,28 @@ def test_a_digit_lying_along_its_underline_is_cut_free_of_it(pen: int) -> None:
     draw_strokes(picture, [(60, 113), (100, 112), (140, 114), (185, 112)], pen)
     reading = read_digits(picture, sure_classifier, CFG)
     assert [d.box[2] <= 62 and d.box[0] >= 88 for d in reading.digits] == [True]
+
+
+def test_a_row_too_wide_for_a_digit_read_unsure_keeps_its_surely_read_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A row of touching digits, too wide for one, split into two pieces: the classifier is sure
+    # of one (0.95) and not of the other (0.3). Until session 11 the whole row yielded nothing.
+    from digits_cli.finder import reading
+
+    def crop(level: float) -> np.ndarray:
+        return np.full((28, 28), level, np.float32)
+
+    sure = Candidate((10, 10, 40, 60), crop(0.1))
+    unsure = Candidate((50, 10, 40, 60), crop(0.2))
+    row = Candidate((10, 10, 160, 60), crop(0.3), too_wide=True, splitter=lambda: [sure, unsure])
+    monkeypatch.setattr(reading, "find_digits", lambda image, cfg, check: [row])
+
+    def classify(crops: np.ndarray) -> np.ndarray:
+        confidence = np.where(np.isclose(crops[:, 0, 0], 0.1), 0.95, 0.3)[:, None]
+        probabilities = np.repeat((1 - confidence) / 9, 10, axis=1)
+        probabilities[:, 3:4] = confidence
+        return probabilities
+
+    read = read_candidates(np.zeros((80, 200, 3), np.uint8), classify, CFG)
+    assert [chosen for chosen, _ in read] == [sure]

@@ -128,7 +128,12 @@ def read_candidates(
     read = []
     for candidate in candidates:
         whole = None
-        for chosen in choose_reading(candidate, by_id)[0]:
+        chosen_pieces = choose_reading(candidate, by_id)[0]
+        if candidate.too_wide and not chosen_pieces:
+            # Digits touching in a row that no cut reads surely as a whole: its pieces read
+            # surely are still digits (the others are lost, not guessed).
+            chosen_pieces = [p for p in leaves(candidate) if by_id[id(p)].max() >= CUT_SURE]
+        for chosen in chosen_pieces:
             if by_id[id(chosen)].max() >= cfg.min_confidence:
                 if chosen is not candidate:
                     # The region as found, without its parts: no reference cycle (which would
@@ -328,6 +333,13 @@ def surest(candidate: Candidate, cut: list[Candidate], by_id: dict[int, np.ndarr
         for piece in cut:
             piece.field = candidate.field
         candidate.parts = cut
+
+
+def leaves(candidate: Candidate) -> list[Candidate]:
+    """The pieces a region is split into, all the way down (itself if it has no parts)."""
+    if not candidate.parts:
+        return [candidate]
+    return [leaf for part in candidate.parts for leaf in leaves(part)]
 
 
 def with_parts(candidate: Candidate) -> list[Candidate]:
