@@ -369,3 +369,17 @@ def test_a_row_too_wide_for_a_digit_read_unsure_keeps_its_surely_read_pieces(
 
     read = read_candidates(np.zeros((80, 200, 3), np.uint8), classify, CFG)
     assert [chosen for chosen, _ in read] == [sure]
+
+
+@pytest.mark.parametrize("digit", ["8", "6"])
+def test_a_digit_written_across_a_line_of_squared_paper_is_one_digit(digit: str) -> None:
+    # Squared paper's upright line, cut out, parts the digit written across it into a left and a
+    # right piece: until session 11 they were read as two digits.
+    picture = page(400, 300, (225, 220, 120))
+    for k in range(0, 400, 50):
+        cv2.line(picture, (k, 0), (k, 299), (150, 160, 190), 2)
+    for k in range(0, 300, 50):
+        cv2.line(picture, (0, k), (399, k), (150, 160, 190), 2)
+    write(picture, digit, 182, 185, 60, (40, 90, 210))
+    boxes = [d.box for d in read_digits(picture, sure_classifier, CFG).digits]
+    assert len(boxes) == 1 and boxes[0][0] < 190 < 225 < boxes[0][0] + boxes[0][2]

@@ -389,6 +389,28 @@ def join_fragments(
                 colours[k] = colour(k)
         if np.sqrt(((colours[int(i)] - colours[int(j)]) ** 2).mean()) <= 0.2:
             parent[root(int(i))] = root(int(j))
+    if lines is not None:
+        # Side by side across a removed upright line (squared paper's, a box's wall): the halves
+        # of one digit the line ran through, when together they are no wider than a digit.
+        shared_rows = np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None])
+        apart = np.maximum(x0[:, None], x0[None]) - np.minimum(x1[:, None], x1[None])
+        together = np.maximum(x1[:, None], x1[None]) - np.minimum(x0[:, None], x0[None])
+        beside = (
+            (shared_rows >= 0.5 * np.minimum(heights[:, None], heights[None]))
+            & (apart >= 0)
+            & (apart <= 0.15 * taller + 1)
+            & (together <= 1.1 * taller)
+        )
+        for i, j in zip(*np.nonzero(np.triu(beside, k=1)), strict=True):
+            left, right = sorted((int(i), int(j)), key=lambda k: x0[k])
+            top, bottom = max(y0[i], y0[j]), min(y1[i], y1[j])
+            if not lines[top:bottom, x1[left] : x0[right] + 1].any():
+                continue
+            for k in (left, right):
+                if k not in colours:
+                    colours[k] = colour(k)
+            if np.sqrt(((colours[left] - colours[right]) ** 2).mean()) <= 0.2:
+                parent[root(left)] = root(right)
     roots = np.array([root(i) for i in range(len(boxes))])
     # sorted(set()), not np.unique: numpy's unique imports numpy.ma on first use (9 ms of a
     # cold `digits predict`).
