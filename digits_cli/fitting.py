@@ -314,8 +314,7 @@ def train_step(
     x = model_input(images)
     if augment:
         x = random_affine(x, trainer.cfg, trainer.augment_rng)
-        if trainer.cfg.low_resolution > 0:
-            x = low_resolution(x, trainer.cfg, trainer.augment_rng)
+        x = low_resolution(x, trainer.cfg, trainer.augment_rng)  # the batch itself at share 0
     x = x.contiguous(memory_format=trainer.memory_format)
     # bf16: the convolutions and products in bfloat16 (CPUs with AMX or AVX-512 BF16 run them
     # ~1.5x faster), the weights, batch norm, loss and optimiser in float32.

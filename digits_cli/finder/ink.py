@@ -160,7 +160,7 @@ def thin_runs(
     )
     if not cv2.countNonZero(runs):
         return []
-    found = []
+    found: list[Run] = []
     contours, _ = cv2.findContours(runs, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     for contour in contours:
         x, y, w, h = cv2.boundingRect(contour)
@@ -176,16 +176,12 @@ def thin_runs(
         window = runs[y : y + h, x : x + w]
         _, pieces = cv2.connectedComponents(window, connectivity=8)
         inside = pieces == pieces[row - y, col - x]
-        if not thin:
-            # A line with a digit's stroke lying along part of it (a digit on its underline) is
-            # thick only there: thin along a quarter of its length still.
-            thickness = inside.sum(axis=0 if horizontal else 1)
-            if partly_thick is not None and span >= elongation * percentile(thickness, 25):
-                owner = int(ink.labels[y0 + row, x0 + col])
-                if ink.real[owner] and (owners is None or owner in owners):
-                    partly_thick.append(Run(x0 + x, y0 + y, inside, owner, horizontal))
+        # A line with a digit's stroke lying along part of it (a digit on its underline) is
+        # thick only there: thin along a quarter of its length still.
+        if not thin and span < elongation * percentile(inside.sum(axis=0 if horizontal else 1), 25):
             continue
         owner = int(ink.labels[y0 + row, x0 + col])
-        if ink.real[owner] and (owners is None or owner in owners):
-            found.append(Run(x0 + x, y0 + y, inside, owner, horizontal))
+        destination = found if thin else partly_thick
+        if destination is not None and ink.real[owner] and (owners is None or owner in owners):
+            destination.append(Run(x0 + x, y0 + y, inside, owner, horizontal))
     return found

@@ -157,7 +157,7 @@ def attached_extents(
             if not rects:
                 continue
             # The pieces taller than the line is thick, twice over: not its own ragged edges.
-            ragged = 2 * percentile(run.inside.sum(axis=0), 25) + 2
+            ragged = 2 * line_thickness(run) + 2
             big = [r for r in rects if r[3] > ragged]
             extents[index] = (max(r[3] for r in rects), bounding(big, (x, y)) if big else None)
     return extents
@@ -172,6 +172,12 @@ def bounding(rects: Sequence[Sequence[int]], origin: tuple[int, int]) -> Box:
     return (origin[0] + x0, origin[1] + y0, x1 - x0, y1 - y0)
 
 
+def line_thickness(run: Run) -> float:
+    """A horizontal run's own thickness, the first quartile of its columns': a digit's stroke
+    lying along part of it thickens it only there."""
+    return percentile(run.inside.sum(axis=0), 25)
+
+
 def underlines(run: Run, extent: int, attached: Box | None) -> bool:
     """Whether a run lies under all the ink touching it and reaches out beyond it on both sides:
     a line drawn under a digit, not a 2's base (which its stroke meets at an end) nor a bar that
@@ -179,9 +185,7 @@ def underlines(run: Run, extent: int, attached: Box | None) -> bool:
     if not extent or attached is None:
         return False
     x, y, w, h = attached
-    # The line's own thickness: a digit's stroke lying along part of it thickens it only there.
-    thickness = percentile(run.inside.sum(axis=0), 25)
-    reach = max(2 * thickness, 0.1 * extent)
+    reach = max(2 * line_thickness(run), 0.1 * extent)
     above = y + h <= run.y + run.inside.shape[0]
     return above and run.x <= x - reach and run.x + run.length >= x + w + reach
 
@@ -203,7 +207,7 @@ def cut_underline(run: Run, lines: np.ndarray, mask: np.ndarray) -> None:
 
     cut_run(run, lines)
     rows, cols = run.window
-    grow = max(2, round(percentile(run.inside.sum(axis=0), 25)))
+    grow = max(2, round(line_thickness(run)))
     height, width = mask.shape
     y0, y1 = max(0, rows.start - grow), min(height, rows.stop + grow)
     x0, x1 = max(0, cols.start - grow), min(width, cols.stop + grow)

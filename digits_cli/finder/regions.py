@@ -368,6 +368,13 @@ def join_fragments(
             i = parent[i]
         return i
 
+    def join_if_one_colour(i: int, j: int) -> None:
+        for k in (i, j):
+            if k not in colours:
+                colours[k] = colour(k)
+        if np.sqrt(((colours[i] - colours[j]) ** 2).mean()) <= 0.2:
+            parent[root(i)] = root(j)
+
     for count, (i, j) in enumerate(zip(*np.nonzero(np.triu(stacked, k=1)), strict=True)):
         if count % CHECK_EVERY == 0:
             check()
@@ -382,13 +389,8 @@ def join_fragments(
         facing = sorted((min(y1[i], y1[j]), max(y0[i], y0[j])))
         top, bottom = facing[0] - 1, facing[1] + 1
         bridged = lines is not None and bool(lines[max(0, top) : bottom, left:right].any())
-        if not (flat or bridged):
-            continue
-        for k in (int(i), int(j)):
-            if k not in colours:
-                colours[k] = colour(k)
-        if np.sqrt(((colours[int(i)] - colours[int(j)]) ** 2).mean()) <= 0.2:
-            parent[root(int(i))] = root(int(j))
+        if flat or bridged:
+            join_if_one_colour(int(i), int(j))
     if lines is not None:
         # Side by side across a removed upright line (squared paper's, a box's wall): the halves
         # of one digit the line ran through, when together they are no wider than a digit.
@@ -404,13 +406,8 @@ def join_fragments(
         for i, j in zip(*np.nonzero(np.triu(beside, k=1)), strict=True):
             left, right = sorted((int(i), int(j)), key=lambda k: x0[k])
             top, bottom = max(y0[i], y0[j]), min(y1[i], y1[j])
-            if not lines[top:bottom, x1[left] : x0[right] + 1].any():
-                continue
-            for k in (left, right):
-                if k not in colours:
-                    colours[k] = colour(k)
-            if np.sqrt(((colours[left] - colours[right]) ** 2).mean()) <= 0.2:
-                parent[root(left)] = root(right)
+            if lines[top:bottom, x1[left] : x0[right] + 1].any():
+                join_if_one_colour(left, right)
     roots = np.array([root(i) for i in range(len(boxes))])
     # sorted(set()), not np.unique: numpy's unique imports numpy.ma on first use (9 ms of a
     # cold `digits predict`).
