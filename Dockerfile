@@ -20,10 +20,11 @@ WORKDIR /src
 # The dependencies from their lock, every file hash-checked (requirements/base.txt, or
 # requirements/registry.txt with EXTRAS=registry; requirements/lock.py writes them), in a layer
 # of their own that a code change does not rebuild; then the project alone (its build backend is
-# in the lock). README.md is left out on purpose: it only feeds the wheel's long description.
+# in the lock). The lock is the whole closure, hence --no-deps (as make install): pip resolves
+# nothing. README.md is left out on purpose: it only feeds the wheel's long description.
 COPY requirements/base.txt requirements/registry.txt ./requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --require-hashes -r "requirements/${EXTRAS:-base}.txt"
+    pip install --no-deps --require-hashes -r "requirements/${EXTRAS:-base}.txt"
 COPY pyproject.toml ./
 COPY digits_cli ./digits_cli
 RUN pip install --no-deps --no-build-isolation .

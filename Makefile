@@ -16,9 +16,12 @@ install: $(STAMP) ## Create .venv and install digits with every extra (editable)
 
 # The lock's pins and hashes, then the project alone (it cannot be hash-checked; its build backend
 # is in the lock, hence --no-build-isolation). requirements/lock.py regenerates the locks.
+# --no-deps: the lock is the whole closure, so pip installs exactly its lines and resolves
+# nothing (pip 23.2 resolving a dependency with extras, e.g. pip-audit's CacheControl[filecache],
+# takes the index's newest release, unpinned, and refuses the whole lock once one appears).
 $(STAMP): pyproject.toml requirements/full.txt
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/full.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/full.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

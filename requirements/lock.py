@@ -52,7 +52,7 @@ HEADER = """\
 # {where}.
 # Generated from pyproject.toml by requirements/lock.py, do not edit. Regenerate with
 #     .venv/bin/python requirements/lock.py  (keeps the pins; --upgrade: the newest allowed)
-# Install: pip install --require-hashes -r requirements/{name}.txt
+# Install: pip install --no-deps --require-hashes -r requirements/{name}.txt
 #          pip install --no-deps --no-build-isolation {project}
 """
 WHAT = {

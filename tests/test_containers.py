@@ -367,7 +367,7 @@ def test_dockerfile_installs_the_base_package_alone_by_default(
     (builder,) = [s for s in stages if any("pip install" in run.args for run in s.all("RUN"))]
     locked, project = [run.args for run in builder.all("RUN") if "pip install" in run.args]
     assert re.search(
-        r'pip install --require-hashes -r "requirements/\$\{EXTRAS:-base\}\.txt"$', locked
+        r'pip install --no-deps --require-hashes -r "requirements/\$\{EXTRAS:-base\}\.txt"$', locked
     )
     assert re.search(r"pip install --no-deps --no-build-isolation \.$", project)
     assert [a.args for a in builder.all("ARG")] == ['EXTRAS=""']
