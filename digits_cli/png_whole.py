@@ -26,12 +26,14 @@ TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 EXIF_TEXT = b"Raw profile type exif"  # ImageMagick's EXIF, which Pillow's getexif reads
 
 
-def decode_whole(data: bytes) -> np.ndarray | None:
-    """The PNG ``data`` as RGB uint8 (H, W, 3), or None when it is not one decoded here."""
+def decode_whole(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """The PNG ``data`` as RGB uint8 (H, W, 3), or None when it is not one decoded here (nor
+    one of at most ``max_pixels`` with at least one pixel: Pillow's path says what is wrong)."""
     if not strippable(data):  # a PNG whose header says 8 bits and no interlacing
         return None
     header = Header(data[16:29])
-    if header.colour not in (GREY, RGB) or header.width * header.height > MAX_PIXELS:
+    pixels = header.width * header.height
+    if header.colour not in (GREY, RGB) or not 0 < pixels <= min(MAX_PIXELS, max_pixels):
         return None
     try:
         for kind, body in chunks(data):  # CRCs checked as Pillow checks them

@@ -35,7 +35,7 @@ def png(picture: Image.Image, **options: object) -> bytes:
 def pillows(data: bytes, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
     """The picture as the Pillow path alone decodes it."""
     with monkeypatch.context() as patched:
-        patched.setattr(images, "decode_whole", lambda data: None)
+        patched.setattr(images, "decode_whole", lambda data, max_pixels: None)
         return decode_image(data, "a.png", LIMIT)
 
 
@@ -75,7 +75,7 @@ def test_a_small_plain_png_is_decoded_whole_into_pillows_pixels(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = PLAIN[kind]()
-    whole = decode_whole(data)
+    whole = decode_whole(data, LIMIT)
     assert whole is not None
     assert whole.dtype == np.uint8 and whole.shape == (91, 173, 3)
     np.testing.assert_array_equal(whole, pillows(data, monkeypatch))
@@ -114,7 +114,7 @@ LEFT_TO_PILLOW = {
 @pytest.mark.parametrize("kind", LEFT_TO_PILLOW)
 def test_pngs_whose_picture_is_more_than_their_pixels_are_left_to_pillow(kind: str) -> None:
     data = LEFT_TO_PILLOW[kind]()
-    assert decode_whole(data) is None
+    assert decode_whole(data, LIMIT) is None
     decode_image(data, "a.png", LIMIT)  # and Pillow reads them
 
 
@@ -127,7 +127,7 @@ def test_a_png_over_the_pixel_cap_is_left_to_pillow() -> None:
     # pyspng holds the GIL while it decodes: large pictures decode where Pillow releases it.
     side = int(MAX_PIXELS**0.5) + 1
     data = png(Image.new("RGB", (side, side), (240, 240, 240)))
-    assert decode_whole(data) is None
+    assert decode_whole(data, LIMIT) is None
 
 
 @pytest.mark.parametrize("damage", ["cut short", "broken pixel stream", "broken chunk"])
@@ -140,7 +140,7 @@ def test_a_damaged_small_png_is_one_error_from_pillow(damage: str) -> None:
         data[start + 50 : start + 300] = bytes(250)
     else:
         data[data.index(b"tEXt") + 5] ^= 0xFF  # its CRC no longer matches
-    assert decode_whole(bytes(data)) is None
+    assert decode_whole(bytes(data), LIMIT) is None
     # Pillow's own verdict (a broken chunk before the pixels: "not a PNG ... picture").
     with pytest.raises(UnreadableImage, match=r"^a\.png: ") as caught:
         decode_image(bytes(data), "a.png", LIMIT)
