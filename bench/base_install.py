@@ -66,8 +66,8 @@ def main() -> None:
                             ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
             for name in ("pyproject.toml", "README.md"):
                 shutil.copy(ROOT / name, source)
-            # As the image installs it: the lock's files, hash-checked (the whole closure: --no-deps),
-            # then the project alone.
+            # As the image installs it: the lock's files, hash-checked (the whole closure, so
+            # --no-deps), then the project alone.
             pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
             lock = ROOT / "requirements/base.txt"
             subprocess.run([*pip, "--no-deps", "--require-hashes", "-r", str(lock)], check=True)
