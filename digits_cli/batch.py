@@ -167,9 +167,9 @@ def _start_worker(model: LoadedModel, segment: SegmentSettings) -> None:
     _worker_reader = DigitReader(model, segment)
 
 
-def _read_in_worker(paths: list[Path]) -> list[FileReading]:
+def _read_in_worker(path: Path) -> FileReading:
     assert _worker_reader is not None, "set by _start_worker"
-    return [read_one(_worker_reader, path) for path in paths]
+    return read_one(_worker_reader, path)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -185,11 +185,10 @@ def worker_context() -> multiprocessing.context.BaseContext:
 def read_files(
     files: list[Path], model: LoadedModel, segment: SegmentSettings, jobs: int
 ) -> Iterator[FileReading]:
-    """Read ``files`` in ``jobs`` processes at once (0: every core), answers in order.
+    """Read ``files`` with ``jobs`` worker processes (0: every core), answers in order.
 
-    One file, or one job, reads in this process alone; more jobs add ``jobs - 1`` worker
-    processes beside it (read_shared). Workers receive the loaded model (its ONNX bytes) when
-    they start, so a registry model is downloaded once.
+    One file, or one job, reads in this process. Workers receive the loaded model (its ONNX
+    bytes) when they start, so a registry model is downloaded once.
     """
     import cv2
 
@@ -210,40 +209,17 @@ def read_files(
 
         keep_freed_memory(BATCH_TRIM_THRESHOLD_BYTES, BATCH_MMAP_THRESHOLD_BYTES)
     jobs = min(jobs or available_cores(), len(files))
-    reader = DigitReader(model, segment)
     if jobs <= 1:
+        reader = DigitReader(model, segment)
         for path in files:
             yield read_one(reader, path)
         return
-    yield from read_shared(files, reader, jobs - 1)
-
-
-def read_shared(files: list[Path], reader: DigitReader, workers: int) -> Iterator[FileReading]:
-    """Read ``files`` with ``workers`` worker processes and this one, answers in order.
-
-    The files go to the workers in tasks of FILES_PER_TASK, first to last; this process, which
-    would otherwise only wait for answers, takes tasks from the other end that no worker has
-    started (a pending future can still be cancelled), until the two meet. So every core reads
-    with one fork fewer than there are cores, and the answers still come out in order.
-    """
     from concurrent.futures import ProcessPoolExecutor
 
-    tasks = [files[i : i + FILES_PER_TASK] for i in range(0, len(files), FILES_PER_TASK)]
     with ProcessPoolExecutor(
-        workers,
+        jobs,
         mp_context=worker_context(),
         initializer=_start_worker,
-        initargs=(reader.model, reader.segment),
+        initargs=(model, segment),
     ) as pool:
-        futures = [pool.submit(_read_in_worker, task) for task in tasks]
-        own: dict[int, list[FileReading]] = {}  # the tasks read here, by index
-        last = len(tasks) - 1  # the last task a worker may not have started yet
-        for index, future in enumerate(futures):
-            while index not in own and not future.done() and last >= index:
-                # Workers start tasks in order: once the last is started, so are all before it.
-                if not futures[last].cancel():
-                    last = index - 1
-                    break
-                own[last] = [read_one(reader, path) for path in tasks[last]]
-                last -= 1
-            yield from own.pop(index) if index in own else future.result()
+        yield from pool.map(_read_in_worker, files, chunksize=FILES_PER_TASK)

@@ -325,41 +325,6 @@ def test_predict_with_jobs_answers_in_order_with_one_line_per_bad_file(
     assert [Path(r["image"]).name for r in outputs["2"]] == [f"{i:02d}.png" for i in range(12)]
 
 
-class PidRecordingClassifier:
-    """The small model, writing the reading process's id to ``log`` at each picture."""
-
-    def __init__(self, classify: Any, log: Path) -> None:
-        self.classify, self.log = classify, log
-
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        with self.log.open("a") as handle:  # one short line per write: appends do not mix
-            handle.write(f"{os.getpid()}\n")
-        return self.classify(crops)
-
-
-def test_with_jobs_this_process_reads_a_share_beside_its_workers(
-    small_onnx: Path, tmp_path: Path
-) -> None:
-    """--jobs 2 forks one worker and reads in this process too: two processes read, not three
-    with this one idle, and the answers are those of --jobs 1, in order."""
-    from dataclasses import replace
-
-    from digits_cli.batch import read_files
-
-    pictures = sorted(REAL_IMAGES.glob("*.png"))
-    files = [pictures[i % len(pictures)] for i in range(24)]
-    settings = Settings()
-    log = tmp_path / "pids"
-    model = load_model(str(small_onnx), settings)
-    recording = replace(model, classify=PidRecordingClassifier(model.classify, log))
-    alone = [(a.path, a.reading) for a in read_files(files, model, settings.segment, 1)]
-    shared = [(a.path, a.reading) for a in read_files(files, recording, settings.segment, 2)]
-    assert shared == alone
-    readers = set(log.read_text().split())
-    assert str(os.getpid()) in readers
-    assert len(readers) == 2
-
-
 @pytest.mark.parametrize("command", ["predict", "serve"])
 def test_reading_and_serving_send_and_keep_no_runtime_telemetry(
     command: str, small_onnx: Path, tmp_path: Path
