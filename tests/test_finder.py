@@ -559,6 +559,29 @@ def test_percentile_is_numpys_percentile(values: np.ndarray, q: float) -> None:
     assert percentile(values, q) == float(np.percentile(values, q))
 
 
+@given(
+    st.integers(0, 5000),  # values equal to the lowest
+    st.integers(0, 5000),  # values between
+    st.integers(0, 5000),  # values equal to the highest
+    st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9, 0.95, 0.999]),
+    st.integers(0, 2**32 - 1),
+)
+def test_quantile_is_the_nearest_rank_with_long_runs_at_either_end(
+    low: int, between: int, high: int, q: float, seed: int
+) -> None:
+    """Clean paper gives runs of one contrast (0) thousands long: quantile counts them."""
+    from digits_cli.finder.crop import quantile
+
+    assume(low + between + high > 0)
+    rng = np.random.default_rng(seed)
+    values = np.concatenate(
+        [np.zeros(low), rng.uniform(0.01, 0.99, between), np.ones(high)]
+    ).astype(np.float32)
+    rng.shuffle(values)
+    rank = min(len(values) - 1, int(q * len(values)))
+    assert quantile(values, q) == float(np.sort(values)[rank])
+
+
 @pytest.mark.parametrize("picture", ["real/seed-api-test.png", "layouts/boxes-8.png"])
 def test_reading_a_picture_does_not_import_numpy_ma(picture: str) -> None:
     # np.median's and np.percentile's first calls import numpy.ma: 30-45 ms of a cold read.

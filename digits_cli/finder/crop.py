@@ -79,9 +79,24 @@ def ink_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+# From this many values on, quantile looks for a run of equal values at either end first.
+LONG_SAMPLE = 4096
+
+
 def quantile(values: np.ndarray, q: float) -> float:
     """The ``q`` quantile of a non-empty 1-d array (nearest rank; faster than np.percentile)."""
     rank = min(len(values) - 1, int(q * len(values)))
+    if len(values) >= LONG_SAMPLE:
+        # np.partition slows down ten-fold when the rank falls in a long run of equal values:
+        # 2.6 ms for the noise sample of a clean picture (34,000 contrasts, 98% of them 0, the
+        # paper's), a fifth of its whole reading. Such runs lie at the ends, where a count
+        # finds the answer in microseconds.
+        lowest = values.min()
+        if np.count_nonzero(values == lowest) > rank:
+            return float(lowest)
+        highest = values.max()
+        if np.count_nonzero(values == highest) >= len(values) - rank:
+            return float(highest)
     return float(np.partition(values, rank)[rank])
 
 
