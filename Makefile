@@ -51,6 +51,7 @@ bench: install ## Run every benchmark under bench/ and print its figures (after 
 	python bench/base_install.py
 	python bench/finder_quality.py
 	python bench/printed_digits.py
+	python bench/ocr_compare.py
 	python bench/serve_bench.py --max-concurrency 1
 	python bench/serve_slow_clients.py
 	python bench/serve_memory.py
