@@ -27,7 +27,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps --require-hashes -r "requirements/${EXTRAS:-base}.txt"
 COPY pyproject.toml ./
 COPY digits_cli ./digits_cli
-RUN pip install --no-deps --no-build-isolation .
+RUN pip install --no-deps --no-build-isolation . && pip check
 
 FROM python:3.11.13-slim-bookworm AS runtime
 ARG MODEL=/app/serving.onnx

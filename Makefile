@@ -18,11 +18,13 @@ install: $(STAMP) ## Create .venv and install digits with every extra (editable)
 # is in the lock, hence --no-build-isolation). requirements/lock.py regenerates the locks.
 # --no-deps: the lock is the whole closure, so pip installs exactly its lines and resolves
 # nothing (pip 23.2 resolving a dependency with extras, e.g. pip-audit's CacheControl[filecache],
-# takes the index's newest release, unpinned, and refuses the whole lock once one appears).
+# takes the index's newest release, unpinned, and refuses the whole lock once one appears);
+# pip check then proves the closure whole: every installed package's requirements are met.
 $(STAMP): pyproject.toml requirements/full.txt
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/full.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $(STAMP)
 
 run: install ## Run the whole pipeline: dvc repro (prepare, validate, train, evaluate, register)

@@ -72,6 +72,8 @@ def main() -> None:
             lock = ROOT / "requirements/base.txt"
             subprocess.run([*pip, "--no-deps", "--require-hashes", "-r", str(lock)], check=True)
             subprocess.run([*pip, "--no-deps", "--no-build-isolation", source], check=True)
+            # Nothing was resolved: every installed package's requirements must be met.
+            subprocess.run([str(python), "-m", "pip", "check"], check=True)
         size = folder_megabytes(venv)
         installed = subprocess.run(
             [str(python), "-m", "pip", "list", "--format", "json"],

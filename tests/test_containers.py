@@ -369,7 +369,7 @@ def test_dockerfile_installs_the_base_package_alone_by_default(
     assert re.search(
         r'pip install --no-deps --require-hashes -r "requirements/\$\{EXTRAS:-base\}\.txt"$', locked
     )
-    assert re.search(r"pip install --no-deps --no-build-isolation \.$", project)
+    assert re.search(r"pip install --no-deps --no-build-isolation \. && pip check$", project)
     assert [a.args for a in builder.all("ARG")] == ['EXTRAS=""']
     for mode in ("base", "registry"):
         assert (ROOT / f"requirements/{mode}.txt").is_file()
